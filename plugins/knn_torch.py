@@ -1,0 +1,60 @@
+"""The built-in exact kNN backend: chunked inner-product top-k in torch, on CPU and CUDA.
+
+Rows are processed in chunks so memory stays O(N*k + chunk*N). Neighbours are ordered by
+similarity; equal similarities are broken by the lower sample index, so the graph is the same
+on every run and device. The backend answers last (``trylast``): a faster plugin may serve first.
+"""
+
+from __future__ import annotations
+
+from prh_bench import hookimpl
+
+#: bytes one chunk of the similarity matrix may take
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+class TorchKnn:
+    name = "torch-exact"
+
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.chunk_bytes = chunk_bytes
+
+    def __repr__(self) -> str:
+        return f"TorchKnn(chunk_bytes={self.chunk_bytes})"
+
+    def __call__(self, feats, k: int):
+        import torch
+
+        n = feats.shape[0]
+        if not 1 <= k < n:
+            from prh_bench.errors import InvalidInputError
+
+            raise InvalidInputError(f"topk must be in [1, N-1] = [1, {n - 1}], got {k}")
+        chunk = max(1, min(n, self.chunk_bytes // (4 * n)))
+        out = torch.empty(n, k, dtype=torch.long, device=feats.device)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            sim = feats[start:stop] @ feats.T  # one GEMM when the whole matrix fits a chunk
+            rows = torch.arange(stop - start, device=feats.device)
+            sim[rows, rows + start] = float("-inf")  # a sample is not its own neighbour
+            out[start:stop] = topk_lowest_index_ties(sim, k)
+        return out
+
+
+def topk_lowest_index_ties(sim, k: int):
+    """Row-wise top-k indices, by value descending, equal values by ascending index."""
+
+    kth = sim.topk(k, dim=1).values[:, -1:]
+    above = sim > kth
+    ties = sim == kth
+    # of the values equal to the k-th, keep the lowest-indexed ones that are still needed
+    needed = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (ties & (ties.cumsum(dim=1) <= needed))
+    cols = chosen.nonzero()[:, 1].view(-1, k)  # ascending index within each row
+    order = sim.gather(1, cols).argsort(dim=1, descending=True, stable=True)
+    return cols.gather(1, order)
+
+
+@hookimpl(trylast=True)
+def knn_backend(device: str, n: int, dim: int, k: int):
+    return TorchKnn()

@@ -1,0 +1,53 @@
+"""prh-bench: how alike do vision and language models see the world?
+
+The public API. Importing it is cheap: torch and the model libraries load only when used.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .align import Alignment, align_layers, clamp_outliers
+from .datasets import Dataset, Sample, get_dataset
+from .errors import (
+    DatasetError,
+    DuplicateIdError,
+    InvalidInputError,
+    ModelError,
+    PluginError,
+    PrhBenchError,
+    UnknownIdError,
+)
+from .hookspecs import hookimpl
+from .metrics import Metric, get_metric
+from .models import DownstreamScore, LoadedModel, ModelAdapter, ModelMetadata, get_model
+
+try:
+    __version__ = version("prh-bench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Alignment",
+    "Dataset",
+    "DatasetError",
+    "DownstreamScore",
+    "DuplicateIdError",
+    "InvalidInputError",
+    "LoadedModel",
+    "Metric",
+    "ModelAdapter",
+    "ModelError",
+    "ModelMetadata",
+    "PluginError",
+    "PrhBenchError",
+    "Sample",
+    "UnknownIdError",
+    "__version__",
+    "align_layers",
+    "clamp_outliers",
+    "get_dataset",
+    "get_metric",
+    "get_model",
+    "hookimpl",
+]

@@ -1,0 +1,193 @@
+"""The layer-pair sweep: the reference driver's preprocessing, then every metric over all pairs.
+
+Preprocessing follows the paper's ``measure_alignment.py``: clamp outliers at the q-quantile of
+|x| with ONE threshold per model (the mean over samples of each sample's quantile over all of
+its layers' values), L2-normalise each layer, then score every layer pair and keep the best.
+Each layer is prepared once (kNN graph, Gram statistics), so a sweep costs L_a + L_b expensive
+steps instead of L_a x L_b.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInputError
+from .metrics import Metric, check_features, get_metric
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+@dataclass
+class Alignment:
+    """The result of a sweep: the full score matrix, its best value and where it is."""
+
+    matrix: np.ndarray  # [L_a, L_b]; with concat=True the last row/column is all layers joined
+    best: float
+    best_index: tuple[int, int]  # (layer of feats_a, layer of feats_b)
+    metric: str
+    params: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+def as_layers(feats: Any, name: str) -> list[torch.Tensor]:
+    """[N, L, D] tensor or list of [N, D_l] tensors -> list of float32 [N, D_l] layers."""
+    import torch
+
+    if isinstance(feats, torch.Tensor):
+        if feats.ndim != 3:
+            raise InvalidInputError(
+                f"{name} must be an [N, L, D] tensor or a list of [N, D_l] tensors, "
+                f"got a tensor of shape {tuple(feats.shape)}"
+            )
+        layers = list(feats.unbind(1))
+    elif isinstance(feats, (list, tuple)):
+        layers = list(feats)
+    else:
+        raise InvalidInputError(
+            f"{name} must be an [N, L, D] tensor or a list of [N, D_l] tensors, "
+            f"got {type(feats).__name__}"
+        )
+    if not layers:
+        raise InvalidInputError(f"{name} has no layers; need at least 1")
+    for i, layer in enumerate(layers):
+        check_features(layer, f"{name} layer {i}")
+    n = {layer.shape[0] for layer in layers}
+    if len(n) != 1:
+        raise InvalidInputError(f"{name}: all layers must have the same N, got {sorted(n)}")
+    return [layer.float() for layer in layers]
+
+
+def quantile_threshold(values: torch.Tensor, q: float, exact: bool = False) -> torch.Tensor:
+    """The reference clamp threshold of ``values`` [N, M] (all of one model's values per row).
+
+    exact=False: the mean over rows of each row's q-quantile of |x| with linear interpolation,
+    equal to ``torch.quantile(values.abs(), q, dim=1).mean()`` but by selection instead of a
+    full sort (and with no size limit). exact=True: the sort-based global quantile.
+    """
+    import torch
+
+    a = values.abs()
+    if exact:
+        flat = a.reshape(-1)
+        index = min(int(q * flat.numel()), flat.numel() - 1)
+        return flat.kthvalue(index + 1).values
+    m = a.shape[1]
+    # torch.quantile's rank: q rounded to the input dtype, times (m - 1) in double precision;
+    # the weight in the input dtype. Same numbers, so the same threshold to the last bit.
+    rank = float(torch.tensor(q, dtype=a.dtype).item()) * (m - 1)
+    below = int(rank)
+    above = min(below + 1, m - 1)
+    weight = torch.tensor(rank - below, dtype=a.dtype)
+    # the (m - below) largest values of a row hold both order statistics we need
+    top = a.topk(m - below, dim=1, largest=True, sorted=False).values
+    low = top.min(dim=1).values
+    high = top.kthvalue(2, dim=1).values if above > below else low
+    return torch.lerp(low, high, weight).mean()
+
+
+def clamp_outliers(
+    layers: list[torch.Tensor],
+    q: float | None = 0.95,
+    *,
+    exact: bool = False,
+    per_layer: bool = False,
+) -> list[torch.Tensor]:
+    """Clamp every layer to [-t, t]; t is one threshold per model unless ``per_layer``."""
+    import torch
+
+    if q is None or q == 1:
+        return layers
+    if not 0 < q < 1:
+        raise InvalidInputError(f"q must be in (0, 1) or None, got {q}")
+    if per_layer:
+        return [x.clamp(-t, t) for x in layers for t in [quantile_threshold(x, q, exact)]]
+    t = quantile_threshold(torch.cat(layers, dim=1), q, exact)
+    return [x.clamp(-t, t) for x in layers]
+
+
+def preprocess(
+    feats: Any,
+    name: str = "feats",
+    *,
+    q: float | None = 0.95,
+    exact: bool = False,
+    clamp_per_layer: bool = False,
+    normalize: bool = True,
+    concat: bool = False,
+) -> list[torch.Tensor]:
+    """Layers ready for a metric: clamped, optionally joined, L2-normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = clamp_outliers(as_layers(feats, name), q, exact=exact, per_layer=clamp_per_layer)
+    if concat:
+        layers = [*layers, torch.cat(layers, dim=1)]
+    if normalize:
+        layers = [F.normalize(x, p=2, dim=-1) for x in layers]
+    return layers
+
+
+def prepare_states(metric: Metric, layers: list[torch.Tensor]) -> list[Any]:
+    """One expensive step per layer."""
+    return [metric.prepare(x) for x in layers]
+
+
+def sweep(
+    metric: Metric, states_a: list[Any], states_b: list[Any]
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The full score matrix of prepared states and its first maximum (row-major order)."""
+    import numpy as np
+
+    matrix = np.asarray(metric.compare_all(states_a, states_b), dtype=np.float64)
+    if np.isnan(matrix).all():
+        raise InvalidInputError(
+            f"metric '{metric.name}' is undefined (NaN) for every layer pair; "
+            "are the features constant?"
+        )
+    flat = int(np.nanargmax(matrix))  # a NaN pair (e.g. a constant layer) never wins
+    i, j = divmod(flat, matrix.shape[1])
+    return matrix, float(matrix[i, j]), (i, j)
+
+
+def align_layers(
+    feats_a: Any,
+    feats_b: Any,
+    metric: Metric | str = "mutual_knn",
+    *,
+    q: float | None = 0.95,
+    exact: bool = False,
+    clamp_per_layer: bool = False,
+    normalize: bool = True,
+    concat: bool = False,
+    **metric_params: Any,
+) -> Alignment:
+    """Best alignment over all layer pairs of two models on the same N samples.
+
+    ``metric`` is a Metric or a registered name; extra keywords (``topk=10``) go to
+    ``get_metric`` when it is a name.
+    """
+    if isinstance(metric, str):
+        metric = get_metric(metric, **metric_params)
+    elif metric_params:
+        raise InvalidInputError(
+            f"metric parameters {sorted(metric_params)} apply only when metric is a name; "
+            "pass them to get_metric instead"
+        )
+    options = dict(
+        q=q, exact=exact, clamp_per_layer=clamp_per_layer, normalize=normalize, concat=concat
+    )
+    layers_a = preprocess(feats_a, "feats_a", **options)
+    layers_b = preprocess(feats_b, "feats_b", **options)
+    n_a, n_b = layers_a[0].shape[0], layers_b[0].shape[0]
+    if n_a != n_b:
+        raise InvalidInputError(
+            f"feats_a and feats_b must have the same number of samples N, got {n_a} and {n_b}"
+        )
+    metric.check_n(n_a)
+    matrix, best, best_index = sweep(
+        metric, prepare_states(metric, layers_a), prepare_states(metric, layers_b)
+    )
+    return Alignment(matrix, best, best_index, metric.name, dict(metric.params), options)

@@ -1,0 +1,90 @@
+"""The paired image-caption dataset interface.
+
+A dataset has an ``id``, a ``revision``, a length, random access to samples (each with an RGB
+PIL ``image``, one or more ``texts`` and a ``sample_id``), and a ``content_hash`` over image
+bytes and captions that every feature-cache key includes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import DatasetError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    image: Image.Image
+    texts: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The first caption (the paper uses ``text[0]``)."""
+        return self.texts[0]
+
+
+class Dataset:
+    """Base class of every dataset. Subclasses implement ``__len__`` and ``__getitem__``."""
+
+    id: str
+    revision: str = "unversioned"
+    summary: str = ""
+    #: ids of registry entries that are prefix handlers end in ":" and implement ``open``
+    tags: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def content_hash(self) -> str:
+        """A stable digest of image bytes and captions."""
+        raise NotImplementedError
+
+    def availability(self) -> tuple[bool, str]:
+        """(available here, why not): listing a dataset must not load it."""
+        return True, ""
+
+    def with_options(self, **options: Any) -> Dataset:
+        """A variant of this dataset (e.g. another caption index); none by default."""
+        raise DatasetError(f"dataset '{self.id}' takes no options (got {', '.join(options)})")
+
+    def captions(self) -> list[str]:
+        """The caption of every sample, in order (cheap where a dataset can skip images)."""
+        return [s.text for s in self]
+
+
+def validate_dataset(obj: Any) -> None:
+    if not isinstance(obj, Dataset):
+        raise TypeError(f"register_datasets expects Dataset instances, got {obj!r}")
+
+
+def get_dataset(spec: str, **options: Any) -> Dataset:
+    """The dataset ``spec``: a registered id, ``prefix:ARGUMENT`` or a folder path."""
+    from .registry import get_registry
+
+    reg = get_registry("dataset")
+    if spec in reg and not options:
+        return reg.get(spec)
+    if spec in reg:
+        return reg.get(spec).with_options(**options)
+    prefix, sep, argument = spec.partition(":")
+    if sep and f"{prefix}:" in reg:
+        return reg.get(f"{prefix}:").open(argument, **options)
+    if os.path.isdir(spec) and "local:" in reg:
+        return reg.get("local:").open(spec, **options)
+    reg.entry(spec)  # raises the did-you-mean error
+    raise DatasetError(f"cannot open dataset {spec!r}")  # unreachable

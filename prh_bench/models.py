@@ -1,0 +1,143 @@
+"""The model adapter interface.
+
+An adapter is cheap to build (it only knows ids and metadata); ``load(device, dtype)`` brings
+the weights and returns a ``LoadedModel`` that maps a batch of samples to a list of per-layer
+pooled features, one ``[B, D_l]`` tensor per layer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    from .datasets import Sample
+
+Modality = Literal["vision", "language"]
+
+
+@dataclass(frozen=True)
+class DownstreamScore:
+    value: float
+    source: str  # where the number comes from (paper, leaderboard URL, eval file)
+
+
+@dataclass
+class ModelMetadata:
+    parameters: int | None = None
+    revision: str | None = None
+    citation: str | None = None
+    url: str | None = None
+    downstream: dict[str, DownstreamScore] = field(default_factory=dict)
+
+
+class LoadedModel:
+    """A model with weights in memory.
+
+    The extraction loop splits a batch in two steps so that decoding and preprocessing run in
+    DataLoader workers: ``collator()`` returns a picklable callable that turns a list of
+    samples into model inputs (it runs in a worker), and ``encode(inputs)`` runs the forward
+    pass. Language models receive text-only samples (``image`` is None) built from the
+    dataset's captions, so images are never decoded for them.
+    """
+
+    #: how many layers the model reports features for
+    num_layers: int
+    #: a name per layer (e.g. "blocks.3"), same length as the features list
+    layer_names: list[str]
+    #: the device the inputs must be on
+    device: str = "cpu"
+
+    def collator(self) -> Callable[[list[Sample]], Any]:
+        """A picklable callable mapping samples to model inputs (runs in DataLoader workers)."""
+        raise NotImplementedError
+
+    def encode(self, inputs: Any) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Per-layer pooled features [B, D_l] of collated inputs, and per-sample statistics
+        (e.g. ``{"bits_per_byte": [B]}`` for causal language models; empty for others)."""
+        raise NotImplementedError
+
+    def features(self, batch: list[Sample]) -> list[torch.Tensor]:
+        """Per-layer pooled features of a batch: a list of [B, D_l] tensors."""
+        return self.encode(self.collator()(batch))[0]
+
+    def close(self) -> None:
+        """Free the weights (and GPU memory)."""
+
+
+class ModelAdapter:
+    """Base class of every model adapter."""
+
+    id: str
+    modality: Modality
+    family: str
+    tags: tuple[str, ...] = ()
+    #: bumped when the adapter's feature code changes; part of every feature-cache key
+    adapter_version: str = "1"
+    #: how per-token / per-position states become one vector per sample (part of the key)
+    pooling: str = ""
+    #: the poolings this adapter supports; ``with_options(pooling=...)`` picks one
+    poolings: tuple[str, ...] = ()
+    #: samples per forward pass on this device class (a big model wants fewer)
+    batch_size: int = 32
+
+    def __init__(self) -> None:
+        self.metadata = ModelMetadata()
+
+    def load(self, device: str = "cpu", dtype: Any = None) -> LoadedModel:
+        raise NotImplementedError
+
+    def availability(self) -> tuple[bool, str]:
+        """(weights reachable here, why not); must be cheap: no weight loading."""
+        return True, ""
+
+    def default_dtype(self, device: str) -> str:
+        """The compute dtype name used when none is given: float32 unless overridden."""
+        return "float32"
+
+    def preprocessing(self) -> str:
+        """A stable description of the input preprocessing (part of the feature-cache key)."""
+        return ""
+
+    def weights_revision(self) -> str:
+        """What identifies the weights: a hub revision, a package version or a file hash."""
+        return self.metadata.revision or "unversioned"
+
+    def with_options(self, **options: Any) -> ModelAdapter:
+        """A copy of this adapter with other options (``pooling``, ``batch_size``)."""
+        from .errors import InvalidInputError
+
+        clone = copy.copy(self)
+        for name, value in options.items():
+            if name == "pooling":
+                if value not in self.poolings:
+                    raise InvalidInputError(
+                        f"model '{self.id}': pooling {value!r} is not supported; "
+                        f"choose one of {', '.join(self.poolings) or '(none)'}"
+                    )
+                clone.pooling = value
+            elif name == "batch_size":
+                if not isinstance(value, int) or value < 1:
+                    raise InvalidInputError(f"batch_size must be a positive integer, got {value!r}")
+                clone.batch_size = value
+            else:
+                raise InvalidInputError(f"model '{self.id}' takes no option {name!r}")
+        return clone
+
+
+def validate_model(obj: Any) -> None:
+    if not isinstance(obj, ModelAdapter):
+        raise TypeError(f"register_models expects ModelAdapter instances, got {obj!r}")
+    if getattr(obj, "modality", None) not in ("vision", "language"):
+        raise TypeError(f"model {getattr(obj, 'id', obj)!r}: modality must be vision or language")
+
+
+def get_model(model_id: str) -> ModelAdapter:
+    """The registered model adapter ``model_id`` (weights not loaded)."""
+    from .registry import get_registry
+
+    return get_registry("model").get(model_id)
