@@ -1,0 +1,128 @@
+"""The paper's kNN metrics: mutual_knn, cycle_knn, lcs_knn, edit_distance_knn.
+
+Each layer is prepared once into its kNN graph (indices [N, k], self excluded, ordered by
+similarity; from the ``knn_backend`` hook); comparing two graphs is cheap. Numbers equal the
+reference ``AlignmentMetrics`` in minyoungg/platonic-rep ``metrics.py``, quirks included
+(lcs_knn is not divided by k); docs/metrics.md gives each formula.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from prh_bench import Metric, hookimpl
+from prh_bench.metrics import check_topk
+
+REFERENCE = "minyoungg/platonic-rep metrics.py (Huh et al. 2024)"
+
+
+class KnnMetric(Metric):
+    defaults: ClassVar[dict[str, Any]] = {"topk": 10}
+    source = REFERENCE
+
+    @property
+    def topk(self) -> int:
+        return self.params["topk"]
+
+    def check_params(self) -> None:
+        check_topk(self.params["topk"])
+
+    def check_n(self, n: int) -> None:
+        check_topk(self.topk, n)
+
+    def prepare(self, feats: Any) -> Any:
+        from prh_bench.knn import knn_indices
+        from prh_bench.metrics import check_features
+
+        check_features(feats)
+        self.check_n(feats.shape[0])
+        return knn_indices(feats, self.topk)
+
+
+class MutualKnn(KnnMetric):
+    name = "mutual_knn"
+    summary = "mean fraction of shared k nearest neighbours (the paper's mNN)"
+
+    def compare(self, state_a: Any, state_b: Any) -> float:
+        return float(self.compare_all([state_a], [state_b])[0, 0])
+
+    def compare_all(self, states_a: list[Any], states_b: list[Any]) -> Any:
+        import numpy as np
+        import torch
+
+        k = self.topk
+        stacked_b = torch.stack(states_b)  # [L_b, N, k]
+        out = np.empty((len(states_a), len(states_b)), dtype=np.float64)
+        for i, knn_a in enumerate(states_a):
+            # rows hold distinct indices, so equal (p, q) pairs count the shared neighbours
+            shared = (knn_a[None, :, :, None] == stacked_b[:, :, None, :]).sum(dim=(2, 3))
+            per_sample = shared.float() / k  # [L_b, N], as the reference's masks give it
+            for j in range(len(states_b)):
+                out[i, j] = per_sample[j].mean().item()
+        return out
+
+
+class CycleKnn(KnnMetric):
+    name = "cycle_knn"
+    symmetric = False
+    summary = "fraction of samples that return to themselves via B's then A's neighbours"
+
+    def compare(self, state_a: Any, state_b: Any) -> float:
+        import torch
+
+        n = state_a.shape[0]
+        # the A-neighbours of each B-neighbour of i: does the cycle come back to i?
+        hops = state_a[state_b]  # [N, k, k]
+        back = hops == torch.arange(n, device=hops.device).view(-1, 1, 1)
+        return back.float().view(n, -1).max(dim=1).values.mean().item()
+
+
+class _SequenceKnn(KnnMetric):
+    """Row-wise comparison of the ordered neighbour lists with a rapidfuzz scorer."""
+
+    def _rowwise(self, state_a: Any, state_b: Any, scorer: Any) -> Any:
+        import numpy as np
+        from rapidfuzz.process import cpdist
+
+        a = state_a.cpu().numpy()
+        b = state_b.cpu().numpy()
+        return np.asarray(cpdist(a, b, scorer=scorer, workers=1), dtype=np.float64)
+
+
+class LcsKnn(_SequenceKnn):
+    name = "lcs_knn"
+    summary = "mean longest-common-subsequence length of the ordered kNN lists (not / k)"
+
+    def compare(self, state_a: Any, state_b: Any) -> float:
+        import torch
+        from rapidfuzz.distance import LCSseq
+
+        lcs = self._rowwise(state_a, state_b, LCSseq.similarity)
+        # the reference: float64 lengths -> float32 -> mean
+        return torch.tensor(lcs).float().mean().item()
+
+
+class LcsKnnNormalized(LcsKnn):
+    name = "lcs_knn_normalized"
+    summary = "lcs_knn divided by k, in [0, 1] (the paper's text; not its code)"
+    source = "Huh et al. 2024, text; lcs_knn / k"
+
+    def compare(self, state_a: Any, state_b: Any) -> float:
+        return super().compare(state_a, state_b) / self.topk
+
+
+class EditDistanceKnn(_SequenceKnn):
+    name = "edit_distance_knn"
+    summary = "1 - mean Levenshtein distance of the ordered kNN lists / k"
+
+    def compare(self, state_a: Any, state_b: Any) -> float:
+        from rapidfuzz.distance import Levenshtein
+
+        distance = self._rowwise(state_a, state_b, Levenshtein.distance)
+        return float(1 - distance.mean() / self.topk)
+
+
+@hookimpl
+def register_metrics(register: Any) -> None:
+    for cls in (MutualKnn, CycleKnn, LcsKnn, LcsKnnNormalized, EditDistanceKnn):
+        register(cls)
