@@ -167,6 +167,9 @@ def masked_hsic_unbiased(k: Any, l: Any) -> Any:  # noqa: E741  (the papers' K a
 
 class Cknna(Metric):
     name = "cknna"
+    # masked kernels are not symmetric, so the HSIC cross term colsum(K~).rowsum(L~) of the
+    # reference depends on the argument order
+    symmetric = False
     summary = "CKA restricted to mutual k-nearest neighbours, as the reference code does"
     defaults: ClassVar[dict[str, Any]] = {"topk": 10}
     source = REFERENCE
@@ -204,6 +207,7 @@ class Cknna(Metric):
 
 class CknnaPaper(Cknna):
     name = "cknna_paper"
+    symmetric = True
     summary = "CKNNA as the paper's equations define it: masked row-centred kernels"
     source = "Huh et al. 2024, appendix (CKNNA equations)"
 

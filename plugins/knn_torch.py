@@ -2,7 +2,10 @@
 
 Rows are processed in chunks so memory stays O(N*k + chunk*N). Neighbours are ordered by
 similarity; equal similarities are broken by the lower sample index, so the graph is the same
-on every run and device. The backend answers last (``trylast``): a faster plugin may serve first.
+on every run. (Equality is of the computed float similarities: a GEMM of another shape or on
+another device may round a dot product differently, which can reorder near-ties. Up to 256 MiB
+of similarities is one GEMM, as in the reference, so N <= 8192 is never chunked.)
+The backend answers last (``trylast``): a faster plugin may serve first.
 """
 
 from __future__ import annotations
