@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_formulas as ref
 import torch
 
-import reference_formulas as ref
 from prh_bench import InvalidInputError, align_layers, clamp_outliers, get_metric
 from prh_bench.align import quantile_threshold
 

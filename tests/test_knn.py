@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 import reference_formulas as ref
+import torch
 from prh_bench_plugins.knn_torch import TorchKnn, topk_lowest_index_ties
 
 

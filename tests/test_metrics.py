@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import reference_formulas as ref
 import torch
 import torch.nn.functional as F
 
-import reference_formulas as ref
 from prh_bench import InvalidInputError, get_metric
 
 KNN = ["mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn"]
