@@ -1,0 +1,329 @@
+"""The three dataset plugins: the embedded openclipart set, local folders and wit_1024."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import prh_bench
+from prh_bench import DatasetError, get_dataset
+from prh_bench.cli import cli
+from prh_bench.plugins import reset
+
+
+@pytest.fixture(autouse=True)
+def all_plugins(monkeypatch):
+    monkeypatch.delenv("PRH_BENCH_LOAD_PLUGINS", raising=False)
+    reset()
+    yield
+    reset()
+
+
+def png_bytes(color: str, size: tuple[int, int] = (32, 24), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- openclipart-1024 -------------------------------------------------------------------
+
+
+def test_openclipart_loads_1024_rgb_samples_with_captions():
+    ds = get_dataset("openclipart-1024")
+    assert ds.availability() == (True, "")
+    assert len(ds) == 1024
+    ids = set()
+    for sample in ds:
+        assert sample.image.mode == "RGB"
+        assert sample.image.size == (224, 224)
+        assert sample.texts and all(t.strip() for t in sample.texts)
+        ids.add(sample.sample_id)
+    assert len(ids) == 1024
+    assert ds.captions() == [s.text for s in ds]
+    assert len(set(ds.captions())) == 1024  # duplicate titles were dropped
+
+
+def test_openclipart_content_hash_is_stable_across_loads():
+    first = get_dataset("openclipart-1024").content_hash
+    reset()  # a fresh registry builds a new dataset object that re-reads the files
+    second = get_dataset("openclipart").content_hash
+    assert first == second
+    assert len(first) == 64 and int(first, 16) >= 0
+    readme = Path(prh_bench.__file__).parent.parent / "plugins/data/openclipart-1024/README.md"
+    assert first in readme.read_text()  # the documented hash is the shipped one
+
+
+def test_openclipart_records_provenance_and_categories():
+    ds = get_dataset("openclipart-1024")
+    meta = [ds.metadata(i) for i in range(len(ds))]
+    assert {m["category"].split("/")[0] for m in meta} >= {"animals", "food", "people", "tools"}
+    assert len({m["category"] for m in meta}) >= 40
+    for m in meta:
+        assert m["source"].endswith(".svg")
+        assert not m["title"].lower().startswith("clipart by")
+        assert "gramastar" not in m["title"].lower()
+        assert m["caption"].startswith(m["title"])
+
+
+def test_openclipart_construction_is_cheap():
+    from prh_bench_plugins.datasets_openclipart import OpenclipartDataset
+
+    ds = OpenclipartDataset()
+    assert ds._records is None and ds._zip is None  # nothing read until used
+    with pytest.raises(DatasetError, match="takes no options"):
+        ds.with_options(caption_index=1)
+
+
+# --- local folders ----------------------------------------------------------------------
+
+
+def make_folder(tmp_path: Path, rows: list[dict], files: dict[str, bytes]) -> Path:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    (folder / "captions.jsonl").write_text(lines)
+    return folder
+
+
+def test_local_jsonl_folder_with_one_and_several_captions(tmp_path):
+    files = {"a.png": png_bytes("red"), "b.png": png_bytes("blue", mode="RGBA")}
+    rows = [{"file": "a.png", "caption": "a red square"},
+            {"file": "b.png", "captions": ["a blue square", "blue"]}]  # fmt: skip
+    folder = make_folder(tmp_path, rows, files)
+    for spec in (f"local:{folder}", str(folder)):  # the prefix and a plain path
+        ds = get_dataset(spec)
+        assert len(ds) == 2
+        a, b = list(ds)
+        assert (a.sample_id, a.texts) == ("a.png", ("a red square",))
+        assert b.texts == ("a blue square", "blue") and b.text == "a blue square"
+        assert a.image.mode == b.image.mode == "RGB"
+        assert a.image.getpixel((0, 0)) == (255, 0, 0)
+    assert get_dataset(str(folder)).content_hash == get_dataset(f"local:{folder}").content_hash
+
+
+def test_local_content_hash_follows_bytes_and_captions(tmp_path):
+    folder = make_folder(tmp_path, [{"file": "a.png", "caption": "red"}],
+                         {"a.png": png_bytes("red")})  # fmt: skip
+    before = get_dataset(str(folder)).content_hash
+    assert get_dataset(str(folder)).content_hash == before
+    (folder / "captions.jsonl").write_text(json.dumps({"file": "a.png", "caption": "Red"}))
+    after_caption = get_dataset(str(folder)).content_hash
+    (folder / "a.png").write_bytes(png_bytes("green"))
+    after_image = get_dataset(str(folder)).content_hash
+    assert len({before, after_caption, after_image}) == 3
+
+
+def test_local_csv_folder(tmp_path):
+    folder = tmp_path / "csvset"
+    folder.mkdir()
+    (folder / "0001.png").write_bytes(png_bytes("white"))
+    (folder / "0002.png").write_bytes(png_bytes("black"))
+    (folder / "captions.csv").write_text(
+        'file,caption\n0001.png,a white card\n0002.png,"black, and square"\n'
+    )
+    ds = get_dataset(f"local:{folder}")
+    assert [s.text for s in ds] == ["a white card", "black, and square"]
+    assert ds.captions() == ["a white card", "black, and square"]
+
+
+@pytest.mark.parametrize(
+    ("row", "files", "problem"),
+    [
+        ({"file": "gone.png", "caption": "x"}, {}, "missing file"),
+        ({"file": "c.png", "caption": "  "}, {"c.png": png_bytes("red")}, "empty caption"),
+        ({"file": "c.png"}, {"c.png": png_bytes("red")}, "no caption"),
+    ],
+)
+def test_local_bad_row_names_row_and_file(tmp_path, row, files, problem):
+    good = {"file": "a.png", "caption": "fine"}
+    folder = make_folder(tmp_path, [good, row], {"a.png": png_bytes("red"), **files})
+    with pytest.raises(DatasetError) as err:
+        get_dataset(f"local:{folder}")
+    message = str(err.value)
+    assert "row 2" in message and row["file"] in message and problem in message
+    assert "skip_bad" in message and "\n" not in message
+
+
+def test_local_corrupt_image_names_sample_row_and_file(tmp_path):
+    files = {"a.png": png_bytes("red"), "bad.png": b"not an image", "cut.png": png_bytes("red")}
+    files["cut.png"] = files["cut.png"][:40]  # truncated: the header reads, the pixels do not
+    rows = [{"file": n, "caption": n} for n in ("a.png", "bad.png", "cut.png")]
+    ds = get_dataset(str(make_folder(tmp_path, rows, files)))
+    assert ds[0].text == "a.png"
+    with pytest.raises(DatasetError, match=r"sample 1 \(row 2, bad.png\).*corrupt"):
+        ds[1]
+    with pytest.raises(DatasetError, match=r"sample 2 \(row 3, cut.png\)"):
+        ds[2]
+
+
+def test_local_skip_bad_rows_reports_how_many(tmp_path, caplog):
+    files = {"a.png": png_bytes("red"), "bad.png": b"junk", "d.png": png_bytes("blue")}
+    rows = [
+        {"file": "a.png", "caption": "red"},
+        {"file": "bad.png", "caption": "corrupt"},
+        {"file": "missing.png", "caption": "missing"},
+        {"file": "d.png", "caption": ""},
+        {"file": "d.png", "caption": "blue"},
+    ]
+    folder = make_folder(tmp_path, rows, files)
+    with caplog.at_level(logging.WARNING, logger="prh_bench.datasets"):
+        ds = get_dataset(f"local:{folder}", skip_bad=True)
+    assert [s.text for s in ds] == ["red", "blue"]
+    assert len(ds.skipped) == 3
+    assert "row 2 (bad.png)" in ds.skipped[0] and "row 3 (missing.png)" in ds.skipped[1]
+    assert "skipped 3 bad row(s) of 5" in caplog.text
+    assert "3 bad rows skipped" in ds.summary
+
+
+def test_local_folder_errors(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        get_dataset(f"local:{tmp_path / 'nope'}")
+    with pytest.raises(DatasetError, match="neither captions.jsonl nor captions.csv"):
+        get_dataset(f"local:{tmp_path}")
+    (tmp_path / "captions.csv").write_text("name,text\nx,y\n")
+    with pytest.raises(DatasetError, match="needs the header 'file,caption'"):
+        get_dataset(str(tmp_path))
+    (tmp_path / "captions.csv").unlink()
+    (tmp_path / "captions.jsonl").write_text("{broken\n")
+    with pytest.raises(DatasetError, match="row 1.*not a JSON object"):
+        get_dataset(str(tmp_path))
+    (tmp_path / "x.png").write_bytes(png_bytes("red"))
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"file": "x.png", "caption": "x"}))
+    with pytest.raises(DatasetError, match="skip_bad only"):
+        get_dataset(str(tmp_path), caption_index=1)
+    with pytest.raises(DatasetError, match="true or false"):
+        get_dataset(str(tmp_path), skip_bad="maybe")
+
+
+# --- wit_1024 ---------------------------------------------------------------------------
+
+
+def save_wit_like(tmp_path: Path) -> Path:
+    """A small dataset with the schema of minhuh/prh@wit_1024, saved the datasets way."""
+    datasets = pytest.importorskip("datasets")
+    data = {
+        "image": [{"bytes": png_bytes(c), "path": None} for c in ("red", "green", "blue")],
+        "text": [["a red thing", "red"], ["a green thing", "green"], ["a blue thing", "blue"]],
+        "origin": ["wit", "wit", "wit"],
+    }
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "text": datasets.Sequence(datasets.Value("string")),
+            "origin": datasets.Value("string"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(data, features=features)
+    ds.save_to_disk(str(tmp_path / "wit_saved"))
+    ds.to_parquet(str(tmp_path / "wit.parquet"))
+    return tmp_path / "wit_saved"
+
+
+def test_wit_reads_a_saved_copy_with_caption_index(tmp_path):
+    saved = save_wit_like(tmp_path)
+    ds = get_dataset("wit_1024", path=str(saved))
+    assert len(ds) == 3
+    first = ds[0]
+    assert first.image.mode == "RGB" and first.image.size == (32, 24)
+    assert first.texts == ("a red thing", "red") and first.text == "a red thing"
+    assert first.sample_id == "wit_1024-0000"
+    alt = get_dataset("wit_1024", path=str(saved), caption_index=1)
+    assert alt.captions() == ["red", "green", "blue"]
+    assert alt[2].texts == ("blue", "a blue thing")
+    assert alt.content_hash != ds.content_hash  # the caption in use is part of the hash
+    again = get_dataset("wit_1024", path=str(saved))
+    assert again.content_hash == ds.content_hash
+    parquet = get_dataset("wit_1024", path=str(tmp_path / "wit.parquet"))
+    assert parquet.content_hash == ds.content_hash  # same rows, same hash, either format
+    with pytest.raises(DatasetError, match="caption_index 2 but it has 2 caption"):
+        get_dataset("wit_1024", path=str(saved), caption_index=2)[0]
+    with pytest.raises(DatasetError, match="takes the options caption_index and path"):
+        get_dataset("wit_1024", split="test")
+
+
+def test_wit_offline_fails_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = get_dataset("wit_1024")
+    ok, why = ds.availability()
+    assert not ok and "Hugging Face cache" in why
+    with pytest.raises(DatasetError) as err:
+        len(ds)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "wit_1024" in message and str(tmp_path / "hf") in message
+    assert "HF_HOME" in message and "load_dataset('minhuh/prh'" in message
+    assert "--dataset openclipart-1024 works offline" in message
+
+
+def test_wit_unreachable_hub_via_cli_is_one_line(tmp_path):
+    # A real run of the command: the hub endpoint refuses connections, nothing is cached.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PRH_BENCH"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    proc = subprocess.run(
+        [sys.executable, "-m", "prh_bench", "datasets", "show", "wit_1024"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: wit_1024 is not in the")
+    assert "openclipart-1024 works offline" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def test_cli_lists_datasets_with_size_and_availability(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = CliRunner().invoke(cli, ["datasets", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.output)}
+    assert rows["openclipart-1024"]["samples"] == 1024
+    assert rows["openclipart-1024"]["available"] == "yes"
+    assert rows["wit_1024"]["available"].startswith("no: ")
+    assert "local:PATH" in rows
+
+
+def test_cli_show_prints_samples_and_options(tmp_path):
+    result = CliRunner().invoke(cli, ["datasets", "show", "openclipart-1024", "-n", "3"])
+    assert result.exit_code == 0, result.output
+    assert "1024 samples" in result.output and "openclipart-0002" in result.output
+    assert result.output.count("224x224") == 3
+    files = {"a.png": png_bytes("red"), "b.png": b"junk"}
+    rows = [{"file": "a.png", "caption": "red one"}, {"file": "b.png", "caption": "bad"}]
+    folder = make_folder(tmp_path, rows, files)
+    result = CliRunner().invoke(cli, ["datasets", "show", str(folder), "-o", "skip_bad=true"])
+    assert result.exit_code == 0, result.output
+    assert "red one" in result.output and "1 samples" in result.output
+    result = CliRunner().invoke(cli, ["datasets", "show", f"local:{tmp_path / 'no'}"])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    result = CliRunner().invoke(cli, ["datasets", "show", str(folder), "-o", "skip_bad"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_listing_datasets_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from prh_bench.cli import main; sys.argv = ['prh-bench', 'datasets'];\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'timm', 'open_clip', 'datasets')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PRH_BENCH_LOAD_PLUGINS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "openclipart-1024" in proc.stdout
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
