@@ -16,6 +16,7 @@ from typing import Any
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 
 from .datasets_local import content_digest, decode_rgb
+from .hub import hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
 REVISION = "wit_1024"
@@ -27,43 +28,10 @@ FETCH_HINT = (
 )
 
 
-def hub_cache() -> Path:
-    """Where huggingface_hub keeps downloads, resolved as huggingface_hub does."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
 def datasets_cache() -> Path:
     if os.environ.get("HF_DATASETS_CACHE"):
         return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
     return hub_cache().parent / "datasets"
-
-
-def _offline() -> bool:
-    return any(
-        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub, so a machine without network fails at once instead of
-    after huggingface_hub's retries (about half a minute)."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class WitDataset(Dataset):
@@ -131,9 +99,9 @@ class WitDataset(Dataset):
         if self.path is not None:
             return self._open_path(Path(self.path))
         if not self._cached():
-            if _offline():
+            if offline():
                 raise self._not_available("offline mode is set")
-            if not _hub_reachable():
+            if not reachable():
                 raise self._not_available("the hub is unreachable")
         try:
             import datasets

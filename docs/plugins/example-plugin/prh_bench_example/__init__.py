@@ -64,23 +64,35 @@ class ShapesDataset(Dataset):
         return digest.hexdigest()
 
 
+def histograms(batch: list[Sample]) -> list[Any]:
+    """Collate a batch into two "layers" of per-channel colour histograms (coarse, fine).
+
+    Module level, so DataLoader worker processes can pickle it.
+    """
+    import torch
+
+    layers = []
+    for bins in (4, 16):
+        rows = []
+        for sample in batch:
+            pixels = torch.tensor(list(sample.image.getdata()), dtype=torch.float32)
+            hist = [torch.histc(pixels[:, c], bins=bins, min=0, max=255) for c in range(3)]
+            rows.append(torch.cat(hist) / pixels.shape[0])
+        layers.append(torch.stack(rows))
+    return layers
+
+
 class HistogramModel(LoadedModel):
     """Two "layers": a coarse and a fine per-channel colour histogram of each image."""
 
     num_layers = 2
+    layer_names = ["hist4", "hist16"]
 
-    def features(self, batch: list[Sample]) -> list[Any]:
-        import torch
+    def collator(self) -> Any:
+        return histograms  # the work happens while collating, in the DataLoader workers
 
-        layers = []
-        for bins in (4, 16):
-            rows = []
-            for sample in batch:
-                pixels = torch.tensor(list(sample.image.getdata()), dtype=torch.float32)
-                hist = [torch.histc(pixels[:, c], bins=bins, min=0, max=255) for c in range(3)]
-                rows.append(torch.cat(hist) / pixels.shape[0])
-            layers.append(torch.stack(rows))
-        return layers
+    def encode(self, inputs: Any) -> tuple[list[Any], dict[str, Any]]:
+        return inputs, {}
 
 
 class HistogramAdapter(ModelAdapter):

@@ -1,0 +1,269 @@
+"""Vision models through timm: the paper's 17 ViTs, ConvNeXt and other CNNs.
+
+ViT features follow the paper (Huh et al. 2024): the CLS token of every block output, i.e. the
+tensor after ``blocks.{i}``'s second residual add (the node the reference code reads as
+``blocks.{i}.add_1`` with torchvision's ``create_feature_extractor``); a forward hook on each
+block returns that same tensor without tracing the graph. ``pooling="mean"`` averages all
+tokens instead. CNNs give the spatial mean of every stage that timm lists in ``feature_info``.
+Preprocessing comes from the model's pretrained config (``resolve_data_config``).
+
+torch and timm are imported inside functions only: listing models stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
+
+if TYPE_CHECKING:
+    import torch
+
+    from prh_bench.datasets import Sample
+
+
+class ImageCollator:
+    """Decoded samples -> a stacked, preprocessed batch (picklable: runs in workers)."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, samples: list[Sample]) -> torch.Tensor:
+        import torch
+
+        return torch.stack([self.transform(s.image.convert("RGB")) for s in samples])
+
+
+class HookedVisionModel(LoadedModel):
+    """Runs a vision model and pools the outputs of chosen submodules (one per layer)."""
+
+    def __init__(
+        self,
+        model: Any,
+        modules: list[tuple[str, Any]],
+        transform: Any,
+        *,
+        pool: Any,
+        device: str,
+        dtype: Any,
+        forward: Any = None,
+        final: str | None = None,
+    ) -> None:
+        self.model, self.transform, self.pool = model, transform, pool
+        self.device, self.dtype = device, dtype
+        self.forward = forward or model.forward_features
+        self.final = final  # when set, the forward's own output is one more (last) layer
+        self.layer_names = [name for name, _ in modules] + ([final] if final else [])
+        self.num_layers = len(self.layer_names)
+        self._outputs: list[Any] = []
+        self._handles = [m.register_forward_hook(self._keep) for _, m in modules]
+
+    def _keep(self, module: Any, args: Any, output: Any) -> None:
+        self._outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+    def collator(self) -> ImageCollator:
+        return ImageCollator(self.transform)
+
+    def encode(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        self._outputs = []
+        try:
+            result = self.forward(inputs.to(self.device, self.dtype))
+            outs = self._outputs
+        finally:
+            self._outputs = []
+        if self.final:
+            outs = [*outs, result]
+        if len(outs) != self.num_layers:
+            raise ModelError(f"expected {self.num_layers} layer outputs, the hooks saw {len(outs)}")
+        return [self.pool(o).float() for o in outs], {}
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        for h in self._handles:
+            h.remove()
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def pool_cls(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 0]
+
+
+def pool_tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(1)
+
+
+def pool_spatial(x: torch.Tensor) -> torch.Tensor:
+    # timm's CNN stage outputs (ConvNeXt, ResNet, ...) are NCHW: average over H and W
+    return x.mean((2, 3)) if x.ndim == 4 else x.mean(1) if x.ndim == 3 else x
+
+
+def describe_data_config(cfg: dict[str, Any]) -> str:
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    return ";".join(f"{k}={cfg.get(k)}" for k in keys)
+
+
+class TimmVisionAdapter(ModelAdapter):
+    """A timm model by its ``arch.tag`` name; ``checkpoint`` points at a local weights file."""
+
+    modality = "vision"
+    family = "timm"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "vit",
+        parameters: int | None = None,
+        tags: tuple[str, ...] = (),
+        checkpoint: str | os.PathLike[str] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        id: str | None = None,
+        citation: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.id = id or name
+        self.kind = kind  # "vit" (token blocks) or "cnn" (stages)
+        self.family = f"timm-{kind}"
+        self.poolings = ("cls", "mean") if kind == "vit" else ("mean",)
+        self.pooling = self.poolings[0]
+        self.checkpoint = str(checkpoint) if checkpoint is not None else None
+        self.model_kwargs = dict(model_kwargs or {})
+        self.batch_size = batch_size
+        self.tags = tags
+        self.metadata.parameters = parameters
+        self.metadata.url = f"https://huggingface.co/timm/{name}"
+        self.metadata.citation = citation
+
+    def _pretrained_cfg(self) -> dict[str, Any]:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(self.name)
+        if cfg is None:
+            raise ModelError(f"timm has no pretrained config for '{self.name}'; check the name")
+        return cfg.to_dict()
+
+    def preprocessing(self) -> str:
+        # the pretrained config fixes the transform; model_kwargs (tests) may change the size
+        extra = f";kwargs={sorted(self.model_kwargs.items())}" if self.model_kwargs else ""
+        return describe_data_config(self._pretrained_cfg()) + extra
+
+    def weights_revision(self) -> str:
+        if self.checkpoint:
+            from prh_bench_plugins.hf_language import file_fingerprint
+
+            return file_fingerprint(self.checkpoint)
+        from prh_bench_plugins.hub import cached_commit
+
+        hub_id = self._hub_id()
+        return (cached_commit(hub_id) if hub_id else None) or "main"
+
+    def _hub_id(self) -> str | None:
+        try:
+            return self._pretrained_cfg().get("hf_hub_id")
+        except ModelError:
+            return None
+
+    def availability(self) -> tuple[bool, str]:
+        if self.checkpoint:
+            ok = os.path.exists(self.checkpoint)
+            return ok, "" if ok else f"checkpoint {self.checkpoint} is missing"
+        from prh_bench_plugins.hub import weights_availability
+
+        return weights_availability(self.id, self._hub_id())
+
+    def create(self) -> Any:
+        """timm.create_model with pretrained weights (the hub, or the local checkpoint)."""
+        import timm
+
+        kwargs = dict(self.model_kwargs)
+        if self.checkpoint:
+            kwargs["pretrained_cfg_overlay"] = {"file": self.checkpoint}
+        try:
+            return timm.create_model(self.name, pretrained=True, **kwargs)
+        except Exception as exc:  # any failure reading a local file is the file's fault
+            if self.checkpoint:
+                raise ModelError(
+                    f"model '{self.id}': cannot load checkpoint {self.checkpoint}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
+            if not isinstance(exc, (OSError, ValueError, RuntimeError, ConnectionError)):
+                raise
+            from prh_bench_plugins.hf_language import hub_error
+
+            raise hub_error(self.id, self._hub_id() or self.name, exc) from exc
+
+    def load(self, device: str = "cpu", dtype: Any = None) -> HookedVisionModel:
+        import torch
+        from timm.data import create_transform, resolve_data_config
+
+        dtype = dtype or torch.float32
+        model = self.create().eval().to(device=device, dtype=dtype)
+        transform = create_transform(**resolve_data_config(model.pretrained_cfg, model=model))
+        if self.kind == "vit":
+            modules = [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+            pool = pool_cls if self.pooling == "cls" else pool_tokens
+        else:
+            names = [info["module"] for info in model.feature_info]
+            modules = [(n, model.get_submodule(n)) for n in names]
+            pool = pool_spatial
+        return HookedVisionModel(model, modules, transform, pool=pool, device=device, dtype=dtype)
+
+
+_PAPER = "https://arxiv.org/abs/2405.07987"
+
+# timm name, parameters (counted by building each architecture on the meta device), batch size
+_VITS: list[tuple[str, int, int]] = [
+    ("vit_tiny_patch16_224.augreg_in21k", 9_740_115, 64),
+    ("vit_small_patch16_224.augreg_in21k", 30_075_219, 64),
+    ("vit_base_patch16_224.augreg_in21k", 102_595_923, 64),
+    ("vit_large_patch16_224.augreg_in21k", 325_690_707, 32),
+    ("vit_base_patch16_224.mae", 85_798_656, 64),
+    ("vit_large_patch16_224.mae", 303_301_632, 32),
+    ("vit_huge_patch14_224.mae", 630_764_800, 16),
+    ("vit_small_patch14_dinov2.lvd142m", 22_056_192, 32),
+    ("vit_base_patch14_dinov2.lvd142m", 86_579_712, 32),
+    ("vit_large_patch14_dinov2.lvd142m", 304_367_616, 16),
+    ("vit_giant_patch14_dinov2.lvd142m", 1_136_479_232, 8),
+    ("vit_base_patch16_clip_224.laion2b", 86_193_152, 64),
+    ("vit_large_patch14_clip_224.laion2b", 303_966_976, 32),
+    ("vit_huge_patch14_clip_224.laion2b", 632_077_824, 16),
+    ("vit_base_patch16_clip_224.laion2b_ft_in12k", 94_889_773, 64),
+    ("vit_large_patch14_clip_224.laion2b_ft_in12k", 315_296_301, 32),
+    ("vit_huge_patch14_clip_224.laion2b_ft_in12k", 645_908_781, 16),
+]
+
+_CNNS: list[tuple[str, int, int]] = [
+    ("convnext_base.fb_in22k_ft_in1k", 88_591_464, 32),
+    ("convnext_large.fb_in22k_ft_in1k", 197_767_336, 32),
+    ("resnet50.a1_in1k", 25_557_032, 64),
+]
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    for name, params, bs in _VITS:
+        register(
+            TimmVisionAdapter(
+                name,
+                kind="vit",
+                parameters=params,
+                batch_size=bs,
+                tags=("hub", "vit", "paper"),
+                citation=_PAPER,
+            )
+        )
+    for name, params, bs in _CNNS:
+        register(
+            TimmVisionAdapter(
+                name, kind="cnn", parameters=params, batch_size=bs, tags=("hub", "cnn")
+            )
+        )

@@ -1,0 +1,155 @@
+"""transformers adapters through from_pretrained(path), on tiny models saved here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from prh_bench_plugins.hf_language import HFLanguageAdapter
+from test_features import CAPTIONS, TinyDataset
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from prh_bench import ModelError, Sample
+from prh_bench.features import extract_features
+
+
+def make_tokenizer(folder, bos: str | None) -> PreTrainedTokenizerFast:
+    words = sorted({w for c in CAPTIONS for w in c.split()})
+    vocab = {t: i for i, t in enumerate(["[UNK]", "[PAD]", "<s>", "</s>", "[CLS]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos:  # a LLaMA-like tokenizer starts every text with <s>
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", 2)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", bos_token=bos, eos_token="</s>"
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = make_tokenizer(folder, bos="<s>")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = make_tokenizer(folder, bos=None)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def reference_bits_per_byte(model, tok, texts):
+    """The paper's formula, written out independently: masked CE in bits / UTF-8 bytes."""
+    tok.padding_side = "left"
+    enc = tok(texts, padding="longest", return_tensors="pt")
+    logits = model(**enc).logits
+    ce = torch.nn.CrossEntropyLoss(reduction="none")
+    mask = enc["attention_mask"][:, :-1]
+    loss = mask * ce(logits[:, :-1].permute(0, 2, 1), enc["input_ids"][:, 1:])
+    bits = (loss * torch.log2(torch.tensor(math.e))).sum(1)
+    return bits / torch.tensor([len(t.encode()) for t in texts], dtype=torch.float32)
+
+
+def test_causal_lm_mean_pools_every_hidden_state_with_left_padding(tiny_llama, tmp_path):
+    adapter = HFLanguageAdapter("test/tiny-llama", source=tiny_llama, causal=True)
+    assert adapter.family == "transformers-causal" and adapter.pooling == "mean"
+    loaded = adapter.load("cpu")
+    assert loaded.num_layers == 3 and loaded.layer_names[0] == "embeddings"
+    texts = CAPTIONS[:4]
+    samples = [Sample(str(i), None, (t,)) for i, t in enumerate(texts)]
+    with torch.inference_mode():
+        inputs = loaded.collator()(samples)
+        layers, stats = loaded.encode(inputs)
+        alone, _ = loaded.encode(loaded.collator()(samples[1:2]))
+        model = loaded.model
+        tok = loaded.tokenizer
+        hidden = model(**tok(texts[1:2], return_tensors="pt"), output_hidden_states=True)
+        want_bpb = reference_bits_per_byte(model, tok, texts)
+    assert inputs["attention_mask"][1, 0] == 0  # shorter captions are padded on the left
+    assert [t.shape for t in layers] == [torch.Size([4, 32])] * 3
+    for layer, h in enumerate(hidden.hidden_states):  # the mean over the real tokens
+        assert torch.allclose(layers[layer][1], h[0].mean(0), atol=1e-4)
+        assert torch.allclose(layers[layer][1], alone[layer][0], atol=1e-4)
+    assert torch.allclose(stats["bits_per_byte"], want_bpb, atol=1e-4)
+
+    fs = extract_features(adapter, TinyDataset(n=6), cache_dir=tmp_path, progress=False)
+    assert fs.num_layers == 3 and fs.stats["bits_per_byte"].shape == (6,)
+    assert fs.meta["stats"]["bits_per_byte"] == pytest.approx(
+        float(fs.stats["bits_per_byte"].mean())
+    )
+    assert fs.meta["key"]["revision"].startswith("local-")
+
+
+def test_causal_lm_last_token_option(tiny_llama):
+    adapter = HFLanguageAdapter("test/tiny-llama", source=tiny_llama).with_options(pooling="last")
+    loaded = adapter.load("cpu")
+    samples = [Sample(str(i), None, (t,)) for i, t in enumerate(CAPTIONS[:3])]
+    with torch.inference_mode():
+        layers, _ = loaded.encode(loaded.collator()(samples))
+        out = loaded.model(
+            **loaded.tokenizer(CAPTIONS[2:3], return_tensors="pt"), output_hidden_states=True
+        )
+    assert torch.allclose(layers[-1][2], out.hidden_states[-1][0, -1], atol=1e-4)
+
+
+def test_encoder_means_over_real_tokens(tiny_bert):
+    adapter = HFLanguageAdapter("test/tiny-bert", source=tiny_bert, causal=False)
+    assert adapter.family == "transformers-encoder" and adapter.poolings == ("mean", "cls")
+    loaded = adapter.load("cpu")
+    samples = [Sample(str(i), None, (t,)) for i, t in enumerate(CAPTIONS[:4])]
+    with torch.inference_mode():
+        inputs = loaded.collator()(samples)
+        layers, stats = loaded.encode(inputs)
+        alone, _ = loaded.encode(loaded.collator()(samples[3:4]))
+    assert "num_bytes" not in inputs and stats == {}
+    assert inputs["attention_mask"][3, -1] == 0  # right padding for encoders
+    assert len(layers) == 3
+    for a, b in zip(layers, alone, strict=True):
+        assert torch.allclose(a[3], b[0], atol=1e-4)
+
+
+def test_hub_model_offline_is_one_clear_model_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    adapter = HFLanguageAdapter("prh-bench-test/not-a-real-model")
+    assert adapter.availability()[0] is False
+    with pytest.raises(ModelError) as info:
+        adapter.load("cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "huggingface-cli download prh-bench-test/not-a-real-model" in message
