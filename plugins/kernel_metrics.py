@@ -47,6 +47,10 @@ class UnbiasedState:
     self_hsic: float
 
 
+def permute_kernel(kernel: Any, perm: Any) -> Any:
+    return kernel[perm][:, perm]
+
+
 def hsic_unbiased_parts(
     kt: Any, rows: Any, total: Any, lt: Any, rows_l: Any, total_l: Any, n: int
 ) -> Any:
@@ -86,6 +90,9 @@ class Cka(_KernelMetric):
         centred = centred - centred.mean(dim=1, keepdim=True)
         return BiasedState(centred, float((centred * centred).sum()))
 
+    def permute(self, state: BiasedState, perm: Any) -> BiasedState:
+        return BiasedState(permute_kernel(state.centred, perm), state.self_hsic)
+
     def compare(self, a: BiasedState, b: BiasedState) -> float:
         return float(self.compare_all([a], [b])[0, 0])
 
@@ -114,6 +121,10 @@ class UnbiasedCka(_KernelMetric):
         rows, total, n = kt.sum(dim=1), kt.sum(), kt.shape[0]
         hsic = hsic_unbiased_parts(kt, rows, total, kt, rows, total, n)
         return UnbiasedState(kt, rows, float(total), float(hsic))
+
+    def permute(self, state: UnbiasedState, perm: Any) -> UnbiasedState:
+        return UnbiasedState(permute_kernel(state.zero_diag, perm), state.row_sums[perm],
+                             state.total, state.self_hsic)
 
     def compare(self, a: UnbiasedState, b: UnbiasedState) -> float:
         return float(self.compare_all([a], [b])[0, 0])
@@ -199,6 +210,11 @@ class Cknna(Metric):
         own = mask * kernel
         return KnnKernelState(kernel, knn, mask, float(masked_hsic_unbiased(own, own)))
 
+    def permute(self, state: KnnKernelState, perm: Any) -> KnnKernelState:
+        knn = perm.argsort()[state.knn.cpu()[perm]]
+        return KnnKernelState(permute_kernel(state.kernel, perm), knn,
+                              permute_kernel(state.mask, perm), state.self_sim)
+
     def compare(self, a: KnnKernelState, b: KnnKernelState) -> float:
         mask = a.mask * b.mask  # the neighbours both kernels agree on; raw kernels masked
         sim = float(masked_hsic_unbiased(mask * a.kernel, mask * b.kernel))
@@ -251,6 +267,9 @@ class Svcca(Metric):
             )
         centred = feats - torch.mean(feats, dim=0)
         return centred / (torch.std(centred, dim=0) + 1e-8)
+
+    def permute(self, state: Any, perm: Any) -> Any:
+        return state[perm.to(state.device)]
 
     def compare(self, a: Any, b: Any) -> float:
         """The reference svcca after ``torch.manual_seed(seed); np.random.seed(seed)``."""

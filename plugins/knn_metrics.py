@@ -38,6 +38,11 @@ class KnnMetric(Metric):
         self.check_n(feats.shape[0])
         return knn_indices(feats, self.topk)
 
+    def permute(self, state: Any, perm: Any) -> Any:
+        # row i of feats[perm] is old row perm[i]; old index m is now inverse[m]
+        inverse = perm.argsort().to(state.device)
+        return inverse[state[perm.to(state.device)]]
+
 
 class MutualKnn(KnnMetric):
     name = "mutual_knn"

@@ -191,3 +191,61 @@ def align_layers(
         metric, prepare_states(metric, layers_a), prepare_states(metric, layers_b)
     )
     return Alignment(matrix, best, best_index, metric.name, dict(metric.params), options)
+
+
+@dataclass
+class Null:
+    """The shuffled-pairs floor of a sweep: its best score with B's samples permuted."""
+
+    permutations: int
+    mean: float
+    std: float
+    p_value: float  # (1 + #{null >= observed}) / (1 + permutations)
+    values: list[float] = field(default_factory=list)
+
+
+def permutation_null(
+    metric: Metric,
+    states_a: list[Any],
+    states_b: list[Any],
+    observed: float,
+    permutations: int = 100,
+    seed: int = 0,
+    layers_b: list[torch.Tensor] | None = None,
+) -> Null:
+    """Redo the whole sweep (max over all layer pairs) with B's samples shuffled.
+
+    The null of a maximum is a maximum too, so every permutation recomputes the full matrix;
+    prepared states are permuted rather than recomputed where the metric allows it.
+    """
+    import numpy as np
+    import torch
+
+    if permutations < 1:
+        raise InvalidInputError(f"permutations must be >= 1, got {permutations}")
+    n = (layers_b[0].shape[0] if layers_b else None) or _state_n(states_b[0])
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(permutations):
+        perm = torch.randperm(n, generator=g)
+        try:
+            shuffled = [metric.permute(s, perm) for s in states_b]
+        except NotImplementedError:
+            if layers_b is None:
+                raise
+            shuffled = prepare_states(metric, [x[perm.to(x.device)] for x in layers_b])
+        values.append(float(np.nanmax(metric.compare_all(states_a, shuffled))))
+    arr = np.asarray(values)
+    p = (1 + int((arr >= observed).sum())) / (1 + permutations)
+    return Null(permutations, float(arr.mean()), float(arr.std()), p, values)
+
+
+def _state_n(state: Any) -> int:
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.shape[0]
+    for value in vars(state).values():
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    raise InvalidInputError("cannot tell N from the prepared state; pass layers_b")

@@ -60,6 +60,14 @@ class Metric:
         """The score between two prepared layers."""
         raise NotImplementedError
 
+    def permute(self, state: Any, perm: torch.Tensor) -> Any:
+        """The state of the same layer with its samples reordered as ``feats[perm]``.
+
+        Lets the shuffled-pairs null reuse prepared states; a metric that does not implement
+        it is prepared again on the permuted features.
+        """
+        raise NotImplementedError
+
     # -- shared behaviour -----------------------------------------------------------------
     def compare_all(self, states_a: list[Any], states_b: list[Any]) -> np.ndarray:
         """The [L_a, L_b] score matrix; metrics override this with batched tensor work."""
