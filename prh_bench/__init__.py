@@ -22,6 +22,16 @@ from .hookspecs import hookimpl
 from .metrics import Metric, get_metric
 from .models import DownstreamScore, LoadedModel, ModelAdapter, ModelMetadata, get_model
 
+
+
+def __getattr__(name: str):  # results need pydantic: import them only when asked for
+    if name in ("load_results", "read_result"):
+        from . import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'prh_bench' has no attribute {name!r}")
+
+
 try:
     __version__ = version("prh-bench")
 except PackageNotFoundError:  # running from a source tree that is not installed
@@ -50,4 +60,6 @@ __all__ = [
     "get_metric",
     "get_model",
     "hookimpl",
+    "load_results",
+    "read_result",
 ]

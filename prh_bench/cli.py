@@ -235,6 +235,304 @@ def metrics(as_json: bool) -> None:
     click.echo(_table(shown, "No metrics registered."))
 
 
+@cli.group(cls=PrhBenchGroup)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar="PRH_BENCH_CACHE",
+    help="The feature cache (default: $PRH_BENCH_CACHE, else ~/.cache/prh-bench).",
+)
+@click.pass_context
+def cache(ctx: click.Context, cache_dir: str | None) -> None:
+    """List or remove cached per-layer features."""
+    ctx.obj = {"cache_dir": cache_dir}
+
+
+def _cache_rows(entries: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": e.model_id,
+            "dataset": e.dataset_id,
+            "samples": e.num_samples,
+            "layers": e.num_layers,
+            "MB": round(e.size_bytes / 1e6, 2),
+            "state": "complete" if e.complete else "partial",
+            "path": str(e.path),
+        }
+        for e in entries
+    ]
+
+
+@cache.command("ls")
+@click.option("--model", help="Only features of this model id.")
+@click.option("--dataset", help="Only features on this dataset id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json: bool) -> None:
+    """List the cached feature files (and unfinished extractions)."""
+    from .features import cache_root, list_cache
+
+    rows = _cache_rows(list_cache(ctx.obj["cache_dir"], model, dataset))
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(_table(rows, f"No cached features in {cache_root(ctx.obj['cache_dir'])}."))
+
+
+@cache.command("rm")
+@click.option("--model", help="Only features of this model id.")
+@click.option("--dataset", help="Only features on this dataset id.")
+@click.option("--all", "everything", is_flag=True, help="Remove every cached feature file.")
+@click.pass_context
+def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everything: bool) -> None:
+    """Remove cached features of a model and/or dataset (or --all)."""
+    from .errors import InvalidInputError
+    from .features import remove_cache
+
+    if not (model or dataset or everything):
+        raise InvalidInputError("say what to remove: --model ID, --dataset ID or --all")
+    removed = remove_cache(ctx.obj["cache_dir"], model, dataset)
+    for e in removed:
+        click.echo(f"removed {e.path}")
+    click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} removed.")
+
+
+# --------------------------------------------------------------------------- the main job
+
+
+@cli.command()
+@click.option(
+    "--models",
+    help="all, offline, vision, language, a comma list of ids/tags, or a "
+    "glob such as 'vit_*'. [default: offline]",
+)
+@click.option("--dataset", help="Dataset id, local:PATH or a folder. [default: openclipart-1024]")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metric name (repeatable), or 'all'. [default: mutual_knn]",
+)
+@click.option("--topk", type=int, help="k of the kNN metrics. [default: 10]")
+@click.option(
+    "--pairs",
+    type=click.Choice(["cross", "all"]),
+    help="cross: language x vision; all: every pair. [default: cross]",
+)
+@click.option("--device", help="cuda, mps or cpu. [default: the best available]")
+@click.option("--batch-size", type=int, help="Override every model's batch size.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    envvar="PRH_BENCH_CACHE",
+    help="The feature store. [default: $PRH_BENCH_CACHE, else ~/.cache/prh-bench]",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Where result files go: OUTPUT/<dataset>/<run_id>.json. [default: results]",
+)
+@click.option("--limit", type=int, help="Use only the first N samples (quick runs).")
+@click.option(
+    "--null-permutations",
+    type=int,
+    help="Shuffled-pairs permutations for each score's floor (0: none). [default: 100]",
+)
+@click.option(
+    "--downstream",
+    type=click.Path(dir_okay=False),
+    help="CSV of downstream scores: model,metric,value[,source].",
+)
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    default=None,
+    help="Report a failing model and go on; exit code 3 says some failed.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A run.toml with the same keys; flags given here override it.",
+)
+def run(config_file: str | None, metrics: tuple[str, ...], **flags: Any) -> None:
+    """Extract features, score every model pair with every metric, and write a result file.
+
+    With no options: the offline suite on openclipart-1024 with mutual_knn (topk 10).
+    """
+    from .registry import get_registry
+    from .runner import RunConfig, load_config_file, summary_rows
+    from .runner import run as run_job
+
+    settings: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if metrics:
+        settings["metrics"] = list(metrics)
+    if settings.get("metrics") in (["all"], "all"):
+        settings["metrics"] = [e.obj.name for e in get_registry("metric")]
+    outcome = run_job(RunConfig(**settings), log=lambda m: click.echo(m, err=True))
+    result = outcome.result
+    click.echo(f"\n{result.dataset.id} (N={result.dataset.n}), run {result.run_id}\n")
+    click.echo(_table(summary_rows(result), "No scores."))
+    for f in result.failures:
+        click.echo(
+            f"{'skipped' if f.stage == 'availability' else 'failed'}: {f.model}: {f.reason}",
+            err=True,
+        )
+    click.echo(f"\nwrote {outcome.path}")
+    if outcome.failed:
+        sys.exit(3)
+
+
+@cli.command()
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--vision",
+    "vision_model",
+    required=True,
+    help="The reference vision model (an id or a glob, e.g. '*dinov2*').",
+)
+@click.option("--metric", default="mutual_knn", show_default=True, help="Which metric's scores.")
+@click.option(
+    "--downstream",
+    type=click.Path(dir_okay=False),
+    help="Extra downstream scores: CSV with model,metric,value[,source].",
+)
+@click.option(
+    "--save/--no-save",
+    default=True,
+    show_default=True,
+    help="Store the correlations in the result file.",
+)
+def correlate(
+    result_file: str, vision_model: str, metric: str, downstream: str | None, save: bool
+) -> None:
+    """Correlate language models' alignment to a vision model with their downstream scores."""
+    from pathlib import Path
+
+    from .correlate import correlate as correlate_run
+    from .correlate import read_downstream_csv
+    from .results import atomic_write_text, read_result
+
+    result = read_result(result_file)
+    extra = read_downstream_csv(downstream) if downstream else None
+    records = correlate_run(result, vision_model, metric, extra)
+    if not records:
+        click.echo(
+            "No downstream metric is known for 3 or more of the language models; "
+            "give scores with --downstream FILE.csv."
+        )
+        return
+
+    def fmt(value: float | None, ci: tuple[float, float] | None) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    rows = [
+        {
+            "downstream": r.downstream,
+            "models": r.n_models,
+            "pearson r [95% CI]": fmt(r.pearson, r.pearson_ci),
+            "spearman rho [95% CI]": fmt(r.spearman, r.spearman_ci),
+            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
+        }
+        for r in records
+    ]
+    click.echo(f"{metric} alignment to {records[0].vision_model} vs downstream scores\n")
+    click.echo(_table(rows, ""))
+    if save:
+        kept = [
+            c
+            for c in result.correlations
+            if (c.vision_model, c.metric) != (records[0].vision_model, metric)
+        ]
+        result.correlations = kept + records
+        atomic_write_text(Path(result_file), result.model_dump_json(indent=1) + "\n")
+        click.echo(f"\nstored in {result_file}")
+
+
+@cli.command()
+@click.argument("new_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--baseline",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The result file to compare against.",
+)
+@click.option(
+    "--tolerance",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="Largest allowed absolute change of a score.",
+)
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False),
+    help="Also write a markdown report (for a CI comment).",
+)
+def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) -> None:
+    """Compare a run with a baseline; exit 1 if a score moved or a baseline pair is missing."""
+    from pathlib import Path
+
+    from .check import compare_runs
+    from .results import atomic_write_text, read_result
+
+    report = compare_runs(read_result(baseline), read_result(new_file), tolerance)
+    click.echo(_table(report.rows(), "Nothing to compare."))
+    if markdown:
+        atomic_write_text(Path(markdown), report.markdown())
+    if report.ok:
+        click.echo(f"\nOK: {len(report.changes)} scores within {tolerance}.")
+        return
+    click.echo(
+        f"\nFAILED: {len(report.failed)} scores changed by more than {tolerance} or are missing.",
+        err=True,
+    )
+    sys.exit(1)
+
+
+@cli.group(cls=PrhBenchGroup)
+def downstream() -> None:
+    """Downstream scores (HellaSwag, GSM8K, ...) to correlate alignment with."""
+
+
+@downstream.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The downstream CSV to write (rows for the same model and metric are replaced).",
+)
+@click.option("--model", help="The model id, when the files do not say it.")
+def downstream_import(files: tuple[str, ...], output: str, model: str | None) -> None:
+    """Import lm-evaluation-harness result JSON files into a downstream CSV."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from .correlate import read_downstream_csv, read_lm_eval_json
+    from .results import atomic_write_text
+
+    table = read_downstream_csv(output) if Path(output).exists() else {}
+    count = 0
+    for f in files:
+        model_id, scores = read_lm_eval_json(f, model)
+        table.setdefault(model_id, {}).update(scores)
+        count += len(scores)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "metric", "value", "source"])
+    for model_id in sorted(table):
+        for metric_name, d in sorted(table[model_id].items()):
+            writer.writerow([model_id, metric_name, d.value, d.source])
+    atomic_write_text(Path(output), buffer.getvalue())
+    click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
+
+
 def main() -> None:
     try:
         cli(prog_name="prh-bench")

@@ -1,0 +1,241 @@
+"""Result files: one JSON document per run, a typed schema validated on read and on write.
+
+``<output>/<dataset>/<run_id>.json``; docs/results-format.md documents every field.
+``load_results(paths)`` flattens any number of files into a pandas DataFrame with one row per
+(model pair, metric).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import PrhBenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCHEMA_VERSION = 1
+
+
+class ResultsError(PrhBenchError):
+    """A result file that is missing, not JSON, or not a prh-bench result of a known schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Downstream(_Strict):
+    value: float
+    source: str
+
+
+class PluginRecord(_Strict):
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+class DatasetRecord(_Strict):
+    id: str
+    revision: str
+    content_hash: str
+    n: int = Field(ge=1)
+
+
+class ModelRecord(_Strict):
+    id: str
+    modality: Literal["vision", "language"]
+    family: str
+    revision: str | None = None
+    parameters: int | None = None
+    num_layers: int = Field(ge=1)
+    tags: list[str] = []
+    bpb: float | None = None
+    downstream: dict[str, Downstream] = {}
+    feature_file: str | None = None
+
+
+class NullRecord(_Strict):
+    """The shuffled-pairs floor: the same score with B's samples permuted."""
+
+    permutations: int = Field(ge=1)
+    mean: float
+    std: float
+    p_value: float = Field(ge=0, le=1)
+
+
+class ScoreRecord(_Strict):
+    model_a: str
+    model_b: str
+    metric: str
+    params: dict[str, Any] = {}
+    value: float
+    best_index: tuple[int, int]
+    matrix: list[list[float | None]]
+    preprocessing: dict[str, Any]
+    null: NullRecord | None = None
+
+    @field_validator("matrix")
+    @classmethod
+    def _rectangular(cls, matrix: list[list[float | None]]) -> list[list[float | None]]:
+        if not matrix or len({len(row) for row in matrix}) != 1 or not matrix[0]:
+            raise ValueError("matrix must be a non-empty rectangular list of rows")
+        return matrix
+
+
+class CorrelationRecord(_Strict):
+    vision_model: str
+    metric: str
+    downstream: str
+    n_models: int
+    pearson: float | None
+    pearson_ci: tuple[float, float] | None
+    spearman: float | None
+    spearman_ci: tuple[float, float] | None
+    p_value: float | None
+    models: list[str]
+
+
+class Failure(_Strict):
+    model: str
+    stage: str
+    reason: str
+
+
+class RunResult(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str
+    created: str
+    prh_bench_version: str
+    git_commit: str | None = None
+    environment: dict[str, Any]
+    plugins: list[PluginRecord]
+    config: dict[str, Any]
+    dataset: DatasetRecord
+    models: list[ModelRecord]
+    scores: list[ScoreRecord]
+    failures: list[Failure] = []
+    correlations: list[CorrelationRecord] = []
+
+    def model(self, model_id: str) -> ModelRecord:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise KeyError(model_id)
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse_result(data: Any, source: str = "<data>") -> RunResult:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{source}: not a prh-bench result (a JSON object was expected)")
+    if "schema_version" not in data or "run_id" not in data:
+        raise ResultsError(f"{source}: not a prh-bench result file (no schema_version/run_id)")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{source}: schema_version {data['schema_version']!r} is not supported by this "
+            f"prh-bench (it reads version {SCHEMA_VERSION}); upgrade prh-bench or rerun"
+        )
+    try:
+        return RunResult.model_validate(data)
+    except ValidationError as exc:
+        raise ResultsError(f"{source}: invalid result file: {_explain(exc)}") from None
+
+
+def read_result(path: str | os.PathLike[str]) -> RunResult:
+    """Read and validate one result file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such result file") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return parse_result(data, str(path))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: RunResult, output: str | os.PathLike[str]) -> Path:
+    """Validate and write ``<output>/<dataset>/<run_id>.json`` atomically; return the path."""
+    RunResult.model_validate(result.model_dump())  # never write what cannot be read back
+    path = (
+        Path(output)
+        / result.dataset.id.replace("/", "_").replace(":", "_")
+        / (f"{result.run_id}.json")
+    )
+    atomic_write_text(path, result.model_dump_json(indent=1) + "\n")
+    return path
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given; folders contribute every ``*.json`` below them."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    return out
+
+
+def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
+    """A DataFrame with one row per (model pair, metric) over the given result files/folders."""
+    import pandas as pd
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows = []
+    for path in expand_paths(paths):
+        result = read_result(path)
+        models = {m.id: m for m in result.models}
+        for s in result.scores:
+            a, b = models.get(s.model_a), models.get(s.model_b)
+            rows.append(
+                {
+                    "run_id": result.run_id,
+                    "created": result.created,
+                    "dataset": result.dataset.id,
+                    "n": result.dataset.n,
+                    "model_a": s.model_a,
+                    "modality_a": a.modality if a else None,
+                    "model_b": s.model_b,
+                    "modality_b": b.modality if b else None,
+                    "metric": s.metric,
+                    "params": json.dumps(s.params, sort_keys=True),
+                    "value": s.value,
+                    "layer_a": s.best_index[0],
+                    "layer_b": s.best_index[1],
+                    "null_mean": s.null.mean if s.null else None,
+                    "p_value": s.null.p_value if s.null else None,
+                    "file": str(path),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,207 @@
+"""The main job end to end on tiny real models: results, caching, failures, config, floors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import prh_bench
+import runner_plugin
+from prh_bench.results import ResultsError, read_result
+from prh_bench.runner import ConfigError, RunConfig, SelectionError, run
+
+GOOD = "tiny/pixels-a,tiny/pixels-b,tiny/words-a,tiny/words-b"
+
+
+@pytest.fixture
+def tiny(fresh_plugins, tmp_path, monkeypatch):
+    fresh_plugins.register_plugin(runner_plugin, name="tiny")
+    monkeypatch.setenv("PRH_BENCH_CACHE", str(tmp_path / "cache"))
+    for m in runner_plugin.MODELS:
+        m.loads = 0
+    return tmp_path
+
+
+def config(tmp_path, **kw):
+    base = dict(models=GOOD, dataset="tiny-shapes", output=str(tmp_path / "results"),
+                null_permutations=19, topk=3)
+    return RunConfig(**{**base, **kw})
+
+
+def test_run_writes_a_valid_result(tiny):
+    outcome = run(config(tiny), progress=False, log=lambda m: None)
+    result = read_result(outcome.path)
+    assert outcome.path.parent.name == "tiny-shapes" and outcome.path.stem == result.run_id
+    assert result.dataset.n == 18 and result.dataset.id == "tiny-shapes"
+    assert {m.id for m in result.models} == set(GOOD.split(","))
+    assert len(result.scores) == 4  # 2 language x 2 vision
+    score = result.scores[0]
+    assert (score.model_a, score.metric) == ("tiny/words-a", "mutual_knn")
+    assert len(score.matrix) == 3 and len(score.matrix[0]) == 2
+    assert score.value == max(max(row) for row in score.matrix)
+    assert score.matrix[score.best_index[0]][score.best_index[1]] == score.value
+    assert score.null.permutations == 19 and 0 < score.null.p_value <= 1
+    assert result.environment["torch"] and result.prh_bench_version == prh_bench.__version__
+    assert "tiny" in {p.name for p in result.plugins}
+    assert result.config["topk"] == 3
+
+
+def test_scores_equal_align_layers_on_the_stored_features(tiny):
+    from safetensors.torch import load_file
+
+    result = read_result(run(config(tiny), progress=False, log=lambda m: None).path)
+    files = {m.id: m.feature_file for m in result.models}
+    s = result.scores[0]
+
+    def layers(model_id):
+        tensors = load_file(files[model_id])
+        return [tensors[k] for k in sorted(k for k in tensors if k.startswith("layer."))]
+
+    expected = prh_bench.align_layers(layers(s.model_a), layers(s.model_b), "mutual_knn", topk=3)
+    assert s.value == expected.best and tuple(s.best_index) == expected.best_index
+
+
+def test_rerun_with_one_more_model_computes_only_new_pairs(tiny, monkeypatch):
+    run(config(tiny), progress=False, log=lambda m: None)
+    loads = {m.id: m.loads for m in runner_plugin.MODELS}
+    import prh_bench.align as align
+
+    swept = []
+    original = align.sweep
+    monkeypatch.setattr(align, "sweep", lambda m, a, b: swept.append(1) or original(m, a, b))
+    outcome = run(config(tiny, models=GOOD + ",tiny/words-c"), progress=False,
+                  log=lambda m: None)
+    assert len(outcome.result.scores) == 6
+    assert len(swept) == 2  # words-c x (pixels-a, pixels-b)
+    after = {m.id: m.loads for m in runner_plugin.MODELS}
+    assert after["tiny/words-c"] == 1
+    assert all(after[m] == loads[m] for m in GOOD.split(","))  # features from the store
+
+
+def test_pairs_all_and_several_metrics(tiny):
+    result = run(config(tiny, pairs="all", metrics=["mutual_knn", "cka"], null_permutations=0),
+                 progress=False, log=lambda m: None).result
+    assert len(result.scores) == 2 * 6  # C(4, 2) pairs x 2 metrics
+    assert all(s.null is None for s in result.scores)
+    assert {(s.model_a, s.model_b) for s in result.scores} >= {("tiny/words-a", "tiny/words-b"),
+                                                               ("tiny/pixels-a", "tiny/pixels-b")}
+
+
+def test_keep_going_reports_the_failing_model(tiny, run_cli):
+    args = ["run", "--models", GOOD + ",tiny/broken", "--dataset", "tiny-shapes", "--output",
+            str(tiny / "out"), "--null-permutations", "5", "--topk", "3", "--keep-going"]
+    result = run_cli(*args)
+    assert result.exit_code == 3
+    assert "failed: tiny/broken: model 'tiny/broken' exploded while loading" in result.output
+    assert "wrote " in result.output
+
+
+def test_without_keep_going_a_failure_is_one_line(tiny, run_cli):
+    result = run_cli("run", "--models", GOOD + ",tiny/broken", "--dataset", "tiny-shapes",
+                     "--output", str(tiny / "out"), "--topk", "3")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: model 'tiny/broken' exploded while loading (test)")
+
+
+def test_unavailable_models_in_a_group_are_listed_once_and_skipped(tiny, run_cli):
+    result = run_cli("run", "--models", "tiny", "--dataset", "tiny-shapes", "--output",
+                     str(tiny / "out"), "--topk", "3", "--null-permutations", "0",
+                     "--keep-going")
+    assert result.output.count("skipped tiny/absent: weights not downloaded (test)") == 1
+    assert "Traceback" not in result.output
+
+
+def test_unavailable_model_named_explicitly_is_an_error(tiny):
+    with pytest.raises(prh_bench.PrhBenchError, match="model 'tiny/absent' is not available"):
+        run(config(tiny, models="tiny/words-a,tiny/absent"), progress=False, log=lambda m: None)
+
+
+def test_no_vision_model_is_one_line(tiny, run_cli):
+    result = run_cli("run", "--models", "tiny/words-a,tiny/words-b", "--dataset", "tiny-shapes",
+                     "--output", str(tiny / "out"))
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: no vision model is selected (or available); --pairs cross scores language x "
+        "vision pairs: add one to --models, or use --pairs all")
+
+
+def test_selection_by_glob_and_unknown_id(tiny):
+    from prh_bench.runner import select_models
+
+    assert [m.id for m in select_models("tiny/pixels-*")] == ["tiny/pixels-a", "tiny/pixels-b"]
+    with pytest.raises(prh_bench.UnknownIdError, match="Did you mean: .*tiny/words-a"):
+        select_models("tiny/words-z")
+    with pytest.raises(SelectionError, match="matches no model"):
+        select_models("nothing-*")
+
+
+def test_config_file_and_flags_override(tiny, run_cli):
+    cfg = tiny / "run.toml"
+    cfg.write_text(f'[run]\nmodels = "{GOOD}"\ndataset = "tiny-shapes"\ntopk = 4\n'
+                   f'null_permutations = 0\noutput = "{tiny / "cfg-out"}"\n')
+    result = run_cli("run", "--config", str(cfg), "--topk", "2")
+    assert result.exit_code == 0, result.output
+    [path] = list((tiny / "cfg-out" / "tiny-shapes").glob("*.json"))
+    saved = read_result(path)
+    assert saved.config["topk"] == 2 and saved.scores[0].params == {"topk": 2}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("topk = \n", "malformed TOML"),
+    ("models = 'offline'\ntopkk = 3\n", "line 2: unknown key 'topkk'"),
+    ("topk = 'ten'\n", "line 1: key 'topk' must be int, got 'ten'"),
+])
+def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
+    cfg = tiny / "bad.toml"
+    cfg.write_text(text)
+    result = run_cli("run", "--config", str(cfg))
+    assert result.exit_code == 1
+    assert str(cfg) in result.output and message in result.output
+
+
+def test_bad_run_settings():
+    with pytest.raises(ConfigError, match="pairs must be 'cross' or 'all'"):
+        RunConfig(pairs="some")
+    with pytest.raises(ConfigError, match="limit must be >= 2"):
+        RunConfig(limit=1)
+
+
+def test_topk_too_large_for_the_dataset(tiny):
+    with pytest.raises(prh_bench.InvalidInputError, match=r"topk must be < N .*18"):
+        run(config(tiny, topk=18), progress=False, log=lambda m: None)
+
+
+def test_load_results_dataframe(tiny):
+    run(config(tiny), progress=False, log=lambda m: None)
+    run(config(tiny, metrics=["cka"]), progress=False, log=lambda m: None)
+    df = prh_bench.load_results(tiny / "results")
+    assert len(df) == 8
+    assert set(df["metric"]) == {"mutual_knn", "cka"}
+    assert {"model_a", "model_b", "value", "layer_a", "layer_b", "null_mean", "p_value"} <= set(
+        df.columns)
+    assert set(df["modality_a"]) == {"language"} and set(df["modality_b"]) == {"vision"}
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON (line 1"),
+    ("[1, 2]", "not a prh-bench result (a JSON object was expected)"),
+    ('{"hello": 1}', "not a prh-bench result file"),
+    ('{"schema_version": 99, "run_id": "x"}', "schema_version 99 is not supported"),
+])
+def test_malformed_results_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ResultsError, match=re.escape(message)):
+        read_result(path)
+
+
+def test_result_with_a_wrong_field_names_it(tiny):
+    path = run(config(tiny, null_permutations=0), progress=False, log=lambda m: None).path
+    data = json.loads(path.read_text())
+    data["scores"][1]["value"] = "high"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match=r"scores\.1\.value: Input should be a valid number"):
+        read_result(path)
