@@ -38,6 +38,13 @@ class TorchKnn:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             sim = feats[start:stop] @ feats.T  # one GEMM when the whole matrix fits a chunk
+            if not bool(torch.isfinite(sim).all()):
+                from prh_bench.errors import InvalidInputError
+
+                raise InvalidInputError(
+                    f"inner products of the features overflow {feats.dtype} (largest |value| "
+                    f"{feats.abs().max().item():.3g}); scale the features down or L2-normalise them"
+                )
             rows = torch.arange(stop - start, device=feats.device)
             sim[rows, rows + start] = float("-inf")  # a sample is not its own neighbour
             out[start:stop] = topk_lowest_index_ties(sim, k)

@@ -83,7 +83,15 @@ class Metric:
         """The reference ``AlignmentMetrics.<name>(a, b, ...)`` on one pair of [N, D] tensors."""
         check_pair(feats_a, feats_b)
         self.check_n(feats_a.shape[0])
+        feats_a, feats_b = at_least_float32(feats_a), at_least_float32(feats_b)
         return float(self.compare(self.prepare(feats_a), self.prepare(feats_b)))
+
+
+def at_least_float32(feats: torch.Tensor) -> torch.Tensor:
+    """Half-precision features are scored in float32 (CPU kernels and SVD need it)."""
+    import torch
+
+    return feats.float() if feats.dtype in (torch.float16, torch.bfloat16) else feats
 
 
 def check_features(feats: Any, name: str = "features") -> None:

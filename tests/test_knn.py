@@ -58,3 +58,11 @@ def test_cuda_metrics_match_cpu():
     for name in ("mutual_knn", "cka", "unbiased_cka"):
         cpu = get_metric(name).score(a, b)
         assert get_metric(name).score(a.cuda(), b.cuda()) == pytest.approx(cpu, abs=1e-4)
+
+
+def test_overflowing_inner_products_are_a_typed_error():
+    from prh_bench import InvalidInputError
+
+    feats = torch.randn(6, 3) * 1e30  # squares overflow float32
+    with pytest.raises(InvalidInputError, match="overflow torch.float32 .*L2-normalise"):
+        TorchKnn()(feats, 2)
