@@ -190,9 +190,12 @@ class HFLanguageAdapter(ModelAdapter):
         citation: str | None = None,
         max_length: int = 512,
         pooling: str = "mean",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         self.id = id
+        # code from a model repository runs only when the registering plugin opts in, per model
+        self.trust_remote_code = trust_remote_code
         self.causal = causal
         self.source = str(source) if source is not None else id
         self.revision = revision
@@ -245,14 +248,16 @@ class HFLanguageAdapter(ModelAdapter):
 
         src = self.model_source()
         dtype = dtype or torch.float32
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": self.trust_remote_code}
         if self.revision and not os.path.isdir(src):
             kwargs["revision"] = self.revision
         use_map = self.large and device.startswith("cuda") and torch.cuda.device_count() > 0
         if use_map:
             kwargs["device_map"] = "auto"
         try:
-            tok = AutoTokenizer.from_pretrained(src, revision=kwargs.get("revision"))
+            tok = AutoTokenizer.from_pretrained(
+                src, revision=kwargs.get("revision"), trust_remote_code=self.trust_remote_code
+            )
             cls = AutoModelForCausalLM if self.causal else AutoModel
             model = cls.from_pretrained(src, **kwargs)
         except (OSError, ValueError, ConnectionError) as exc:

@@ -412,7 +412,8 @@ def correlate(
 
     from .correlate import correlate as correlate_run
     from .correlate import read_downstream_csv
-    from .results import atomic_write_text, read_result
+    from .results import read_result
+    from .storage import atomic_write_text
 
     result = read_result(result_file)
     extra = read_downstream_csv(downstream) if downstream else None
@@ -477,7 +478,8 @@ def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) 
     from pathlib import Path
 
     from .check import compare_runs
-    from .results import atomic_write_text, read_result
+    from .results import read_result
+    from .storage import atomic_write_text
 
     report = compare_runs(read_result(baseline), read_result(new_file), tolerance)
     click.echo(_table(report.rows(), "Nothing to compare."))
@@ -515,7 +517,7 @@ def downstream_import(files: tuple[str, ...], output: str, model: str | None) ->
     from pathlib import Path
 
     from .correlate import read_downstream_csv, read_lm_eval_json
-    from .results import atomic_write_text
+    from .storage import atomic_write_text
 
     table = read_downstream_csv(output) if Path(output).exists() else {}
     count = 0

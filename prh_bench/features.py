@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError, ModelError
+from .errors import InvalidInputError, ModelError, PrhBenchError
+from .storage import atomic_write, writing
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 FORMAT = "prh-bench-features/1"
 METADATA_KEY = "prh_bench"
 ENV_CACHE = "PRH_BENCH_CACHE"
+ENV_CHECKPOINT = "PRH_BENCH_CHECKPOINT_SECONDS"
+DEFAULT_CHECKPOINT_SECONDS = 30.0
 
 
 # --------------------------------------------------------------------------- locations
@@ -166,17 +168,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
     """Write a safetensors file under a temporary name in the same folder, then rename."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -400,7 +394,7 @@ def extract_features(
     num_workers: int | None = None,
     force: bool = False,
     progress: bool = True,
-    checkpoint_seconds: float = 30.0,
+    checkpoint_seconds: float | None = None,
     lock_timeout: float = -1,
     limit: int | None = None,
 ) -> FeatureSet:
@@ -414,6 +408,9 @@ def extract_features(
     from filelock import FileLock
 
     from .datasets import get_dataset
+
+    if checkpoint_seconds is None:  # how much work a kill may cost; the environment may say
+        checkpoint_seconds = float(os.environ.get(ENV_CHECKPOINT, DEFAULT_CHECKPOINT_SECONDS))
     from .models import get_model
 
     adapter = get_model(model) if isinstance(model, str) else model
@@ -429,8 +426,11 @@ def extract_features(
 
     if not force and (hit := load_cached(path, key)) is not None:
         return hit
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_suffix(".lock")), timeout=lock_timeout):
+    with writing(path.parent):  # a read-only or full cache folder is one clear line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path.with_suffix(".lock")), timeout=lock_timeout)
+        lock.acquire()
+    with lock:
         # Another process may have finished this key while we waited for the lock.
         if not force and (hit := load_cached(path, key)) is not None:
             return hit
@@ -507,6 +507,8 @@ def _compute(
                         _write_chunk(partial, _cat(pending), key.digest, pending_start, cursor)
                         chunks.append(_cat(pending))
                         pending, pending_start, last_flush = [], cursor, time.monotonic()
+        except PrhBenchError as exc:  # e.g. a corrupt image met by a decoding worker
+            raise _from_worker(exc) from None
         finally:
             bar.close()
             loaded.close()
@@ -539,6 +541,16 @@ def _compute(
     _atomic_save(tensors, meta, path)
     shutil.rmtree(partial, ignore_errors=True)
     return FeatureSet(layers, stats, meta, path, from_cache=False)
+
+
+def _from_worker(exc: PrhBenchError) -> PrhBenchError:
+    """The user's one-line error, unwrapped from torch's report of a DataLoader worker."""
+    text = str(exc)
+    if "in DataLoader worker process" not in text:
+        return exc
+    # torch re-raises with the worker's traceback; its last line is "module.Type: message"
+    message = text.strip().splitlines()[-1].partition(": ")[2]
+    return type(exc)(message) if message else exc
 
 
 def _write_chunk(

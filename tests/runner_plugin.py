@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 import prh_bench
 from prh_bench import hookimpl
@@ -40,14 +42,29 @@ class TinyShapes(prh_bench.Dataset):
         return hashlib.sha256(repr(self.items).encode()).hexdigest()
 
 
+def trace(name, rows):
+    """Reliability tests: log every encoded batch (TINY_LOG) and slow it down (TINY_SLEEP)."""
+    if os.environ.get("TINY_LOG"):
+        with open(os.environ["TINY_LOG"], "a") as log:
+            log.write(f"{name} {rows}\n")
+    time.sleep(float(os.environ.get("TINY_SLEEP", "0")))
+
+
 def pixels_of(batch):
     """Collate images to [B, 12*12*3] pixels (module level: DataLoader workers pickle it)."""
     import torch
 
-    return torch.stack([
-        torch.tensor(list(s.image.resize((12, 12)).getdata()), dtype=torch.float32).flatten()
-        for s in batch
-    ]) / 255
+    return (
+        torch.stack(
+            [
+                torch.tensor(
+                    list(s.image.resize((12, 12)).getdata()), dtype=torch.float32
+                ).flatten()
+                for s in batch
+            ]
+        )
+        / 255
+    )
 
 
 def texts_of(batch):
@@ -56,11 +73,13 @@ def texts_of(batch):
 
 class PixelModel(prh_bench.LoadedModel):
     num_layers = 2
+    nan_layer = None
     layer_names = ["pixels", "projected"]
 
     def __init__(self, seed):
         import torch
 
+        self.seed = seed
         g = torch.Generator().manual_seed(seed)
         self.projection = torch.randn(12 * 12 * 3, 16, generator=g)
 
@@ -70,7 +89,11 @@ class PixelModel(prh_bench.LoadedModel):
     def encode(self, pixels):
         import torch
 
-        return [pixels, torch.tanh(pixels @ self.projection)], {}
+        trace(f"pixels-{self.seed}", pixels.shape[0])
+        layers = [pixels, torch.tanh(pixels @ self.projection)]
+        if self.nan_layer is not None:  # a broken model, for the bad-input tests
+            layers[self.nan_layer] = layers[self.nan_layer] * float("nan")
+        return layers, {}
 
 
 class TextModel(prh_bench.LoadedModel):
@@ -86,6 +109,7 @@ class TextModel(prh_bench.LoadedModel):
     def encode(self, texts):
         import torch
 
+        trace(f"words-{self.seed}", len(texts))
         rows = []
         for text in texts:
             v = torch.zeros(32)
@@ -101,10 +125,10 @@ class TextModel(prh_bench.LoadedModel):
 class Tiny(prh_bench.ModelAdapter):
     family = "tiny"
 
-    def __init__(self, id, modality, seed, fail=False, available=True):
+    def __init__(self, id, modality, seed, fail=False, available=True, nan_layer=None):
         super().__init__()
         self.id, self.modality, self.seed = id, modality, seed
-        self.fail, self.available = fail, available
+        self.fail, self.available, self.nan_layer = fail, available, nan_layer
         self.tags = ("tiny",)
         self.metadata.parameters = 0
         self.loads = 0
@@ -116,7 +140,9 @@ class Tiny(prh_bench.ModelAdapter):
         self.loads += 1
         if self.fail:
             raise prh_bench.ModelError(f"model '{self.id}' exploded while loading (test)")
-        return PixelModel(self.seed) if self.modality == "vision" else TextModel(self.seed)
+        model = PixelModel(self.seed) if self.modality == "vision" else TextModel(self.seed)
+        model.nan_layer = self.nan_layer
+        return model
 
 
 MODELS = [
@@ -127,6 +153,7 @@ MODELS = [
     Tiny("tiny/words-c", "language", 3),
     Tiny("tiny/broken", "language", 4, fail=True),
     Tiny("tiny/absent", "vision", 5, available=False),
+    Tiny("tiny/nan", "vision", 6, nan_layer=1),
 ]
 
 

@@ -1,0 +1,216 @@
+"""The bad-input matrix: each case is one `Error: ...` line, a non-zero exit, and nothing
+already written is lost. (Metric-level cases — NaN/inf features, mismatched N, wrong rank,
+topk out of range — are in tests/test_metrics.py and tests/test_align.py.)"""
+
+from __future__ import annotations
+
+import errno
+import json
+import pathlib
+
+import pytest
+import runner_plugin
+from click.testing import CliRunner
+
+import prh_bench
+from prh_bench.cli import cli
+
+GOOD = "tiny/pixels-a,tiny/words-a"
+
+
+@pytest.fixture
+def tiny(fresh_plugins, tmp_path, monkeypatch):
+    fresh_plugins.register_plugin(runner_plugin, name="tiny")
+    monkeypatch.setenv("PRH_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def prh(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def run(tmp, *extra, output="out"):
+    base = [
+        "run",
+        "--models",
+        GOOD,
+        "--dataset",
+        "tiny-shapes",
+        "--topk",
+        "3",
+        "--null-permutations",
+        "0",
+        "--output",
+        str(tmp / output),
+    ]
+    return prh(*base, *extra)
+
+
+def one_error_line(result, code=1):
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models", "tiny/pixel-a"], "Error: unknown model 'tiny/pixel-a'. Did you mean: "),
+        (
+            ["--dataset", "tiny-shape"],
+            "Error: unknown dataset 'tiny-shape'. Did you mean: tiny-shapes",
+        ),
+        (["--metric", "mutual_kn"], "Error: unknown metric 'mutual_kn'. Did you mean: mutual_knn"),
+        (["--topk", "18"], "Error: topk must be < N (the number of samples, 18), got topk=18"),
+        (["--topk", "0"], "Error: topk must be >= 1, got 0"),
+    ],
+)
+def test_unknown_ids_and_bad_topk(tiny, args, message):
+    assert one_error_line(run(tiny, *args)).startswith(message)
+
+
+def test_nan_features_name_model_and_layer(tiny):
+    line = one_error_line(
+        prh(
+            "run",
+            "--models",
+            "tiny/words-a,tiny/nan",
+            "--dataset",
+            "tiny-shapes",
+            "--output",
+            str(tiny / "o"),
+        )
+    )
+    assert "tiny/nan" in line and "NaN" in line and "layer 1" in line
+
+
+def local_set(folder: pathlib.Path, rows: list[dict]) -> pathlib.Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    (folder / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_corrupt_image_names_row_and_file(tiny):
+    rows = [{"file": f"{i}.png", "caption": f"red {i}"} for i in range(6)]
+    folder = local_set(tiny / "set", rows)
+    (folder / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    line = one_error_line(run(tiny, "--dataset", f"local:{folder}", "--topk", "2"))
+    assert "3.png" in line and ("row 4" in line or "sample 3" in line)
+
+
+def test_empty_caption_names_row_and_file(tiny):
+    rows = [{"file": f"{i}.png", "caption": "" if i == 2 else f"red {i}"} for i in range(6)]
+    folder = local_set(tiny / "set", rows)
+    line = one_error_line(run(tiny, "--dataset", f"local:{folder}", "--topk", "2"))
+    assert "2.png" in line and "caption" in line and "row 3" in line
+
+
+def test_truncated_cache_file_is_recomputed(tiny):
+    assert run(tiny, output="first").exit_code == 0
+    [feature_file] = list((tiny / "cache").glob("features/*/tiny--pixels-a/*.safetensors"))
+    feature_file.write_bytes(feature_file.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="unreadable .*recomputing it"):
+        again = run(tiny, output="second")
+    assert again.exit_code == 0
+    first = prh_bench.load_results(tiny / "first")
+    second = prh_bench.load_results(tiny / "second")
+    assert list(first["value"]) == list(second["value"])
+
+
+def test_malformed_results_json(tiny):
+    bad = tiny / "bad.json"
+    bad.write_text('{"schema_version": 1, "run_id": ')
+    line = one_error_line(prh("check", "--baseline", str(bad), str(bad)))
+    assert line == f"Error: {bad}: not valid JSON (line 1: Expecting value)"
+
+
+def test_foreign_json(tiny):
+    other = tiny / "package.json"
+    other.write_text('{"name": "left-pad"}')
+    line = one_error_line(prh("correlate", str(other), "--vision", "x"))
+    assert line == f"Error: {other}: not a prh-bench result file (no schema_version/run_id)"
+
+
+def test_plugin_that_raises_inside_its_hook(tiny):
+    import types
+
+    boom = types.ModuleType("boom")
+
+    def register_models(register):
+        raise RuntimeError("cannot reach the model zoo")
+
+    boom.register_models = prh_bench.hookimpl(register_models)
+    prh_bench.plugins.register_plugin(boom, name="boom")
+    line = one_error_line(prh("models"))
+    assert line == (
+        "Error: plugin 'boom' raised inside register_models: RuntimeError: cannot "
+        "reach the model zoo. Fix or disable it (PRH_BENCH_LOAD_PLUGINS)."
+    )
+
+
+def test_plugin_that_registers_a_duplicate_id(tiny):
+    import types
+
+    dup = types.ModuleType("dup")
+    dup.register_models = prh_bench.hookimpl(
+        lambda register: register(runner_plugin.Tiny("tiny/pixels-a", "vision", 9))
+    )
+    prh_bench.plugins.register_plugin(dup, name="dup")
+    line = one_error_line(run(tiny))
+    assert "model id 'tiny/pixels-a' is registered twice" in line
+    assert "'tiny'" in line and "'dup'" in line
+
+
+def test_disk_full_while_writing_the_result_loses_nothing(tiny, monkeypatch):
+    assert run(tiny).exit_code == 0
+    [earlier] = list((tiny / "out" / "tiny-shapes").glob("*.json"))
+    before = earlier.read_bytes()
+
+    import prh_bench.storage as storage
+
+    real_replace = storage.os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith(".json") and "tiny-shapes" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", full_disk)
+    line = one_error_line(run(tiny))
+    assert line.startswith("Error: no space left on the device while writing ")
+    assert "what was written before is intact" in line
+    files = list((tiny / "out").rglob("*"))
+    assert [p for p in files if p.is_file()] == [earlier]  # no torn or temporary file left
+    assert earlier.read_bytes() == before
+
+
+def test_permission_denied_on_the_cache_directory(tiny, monkeypatch):
+    locked = tiny / "locked-cache"
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if locked in (self, *self.parents):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    line = one_error_line(run(tiny, "--cache-dir", str(locked)))
+    assert line.startswith("Error: permission denied writing ")
+    assert "choose a writable --cache-dir / --output" in line
+    assert not (tiny / "out").exists()
+
+
+def test_malformed_config_file(tiny):
+    cfg = tiny / "run.toml"
+    cfg.write_text("[run]\nmodels = 'offline'\npairs = 3\nmodelz = 'x'\n")
+    line = one_error_line(prh("run", "--config", str(cfg)))
+    assert line == (
+        f"Error: {cfg}, line 4: unknown key 'modelz'; known keys: batch_size, "
+        "cache_dir, dataset, device, downstream, keep_going, limit, metrics, models, "
+        "null_permutations, output, pairs, q, seed, topk"
+    )
