@@ -535,6 +535,75 @@ def downstream_import(files: tuple[str, ...], output: str, model: str | None) ->
     click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
 
 
+@cli.group(cls=PrhBenchGroup)
+def leaderboard() -> None:
+    """The static leaderboard site: build it from result files, preview it locally."""
+
+
+@leaderboard.command("build")
+@click.argument("results", nargs=-1, type=click.Path())
+@click.option(
+    "--output",
+    "-o",
+    default="site",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The folder to write the site to (replaced only if it is a site built before).",
+)
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(dir_okay=False),
+    help="Site settings TOML [default: leaderboard/site.toml when it exists].",
+)
+@click.option(
+    "--reference",
+    help="The reference vision model, an id or a glob (overrides reference_vision).",
+)
+@click.option("--metric", help="The metric the front page shows (overrides default_metric).")
+@click.option("--title", help="The site's title (overrides title).")
+def leaderboard_build(
+    results: tuple[str, ...],
+    output: str,
+    settings_file: str | None,
+    reference: str | None,
+    metric: str | None,
+    title: str | None,
+) -> None:
+    """Build the static site from result files or folders (default: leaderboard/results/)."""
+    from .leaderboard import DEFAULT_SETTINGS, build_site, load_settings
+
+    if settings_file is None and DEFAULT_SETTINGS.is_file():
+        settings_file = str(DEFAULT_SETTINGS)
+    settings = load_settings(settings_file)
+    if reference:
+        settings.reference_vision = reference
+    if metric:
+        settings.default_metric = metric
+    if title:
+        settings.title = title
+    report = build_site(results, output, settings, log=lambda m: click.echo(m, err=True))
+    click.echo(
+        f"wrote {report.output}: {len(report.pages)} pages for {', '.join(report.datasets)} "
+        f"({', '.join(report.metrics)}); preview with 'prh-bench leaderboard serve {output}'"
+    )
+
+
+@leaderboard.command("serve")
+@click.argument("site", default="site", type=click.Path(file_okay=False))
+@click.option("--port", default=8000, show_default=True, type=int, help="The port (0: any free).")
+def leaderboard_serve(site: str, port: int) -> None:
+    """Preview a built site on http://127.0.0.1:PORT/ (Ctrl-C stops it)."""
+    from .leaderboard import make_server
+
+    server = make_server(site, port)
+    click.echo(f"serving {site} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def main() -> None:
     try:
         cli(prog_name="prh-bench")

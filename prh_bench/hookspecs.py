@@ -8,6 +8,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+    import jinja2
 
     from .knn import KnnBackend
 
@@ -58,3 +59,12 @@ def knn_backend(device: str, n: int, dim: int, k: int) -> KnnBackend | None:
 @hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``prh-bench`` Click group: ``@cli.command()``."""
+
+
+@hookspec
+def prepare_jinja2_environment(env: jinja2.Environment) -> None:
+    """Change the Jinja2 environment the leaderboard site is rendered with: add filters, tests
+    or globals (``env.filters["name"] = fn``). Called once per ``prh-bench leaderboard build``,
+    after the built-in filters are in place; the environment autoescapes and is strict, so a
+    filter returns plain text (escaped on output) or ``markupsafe.Markup`` it has escaped.
+    """

@@ -133,6 +133,28 @@ def test_hook_register_commands(fresh_plugins, run_cli):
         cli._plugin_commands_added = False
 
 
+def test_hook_prepare_jinja2_environment(fresh_plugins):
+    from prh_bench.leaderboard import make_environment
+    from prh_bench.results import ModelRecord
+
+    def prepare_jinja2_environment(env):
+        env.filters["shout"] = lambda text: f"{text.upper()}!"
+
+    fresh_plugins.register_plugin(
+        make_plugin(prepare_jinja2_environment=prepare_jinja2_environment), "shouting"
+    )
+    env = make_environment()
+    assert (
+        env.from_string("{{ name | shout }}").render(name="<b>hi</b>") == "&lt;B&gt;HI&lt;/B&gt;!"
+    )
+    # the built-in site_links plugin uses the same hook for model pages' hub links
+    model = ModelRecord(id="bigscience/bloomz-560m", modality="language", family="x", num_layers=1)
+    assert env.from_string("{{ m | model_url }}").render(m=model) == (
+        "https://huggingface.co/bigscience/bloomz-560m"
+    )
+    assert "prepare_jinja2_environment" in fresh_plugins.plugin_hooks("site_links")
+
+
 def test_builtin_plugins_load_through_entry_points(fresh_plugins):
     names = {p.name for p in fresh_plugins.loaded_plugins()}
     assert {"knn_torch", "knn_metrics", "kernel_metrics"} <= names
