@@ -17,9 +17,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prh_bench_plugins.hub import cached_commit, weights_availability
-
 from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
+from prh_bench_plugins.hub import cached_commit, weights_availability
 
 if TYPE_CHECKING:
     import torch

@@ -123,8 +123,12 @@ class UnbiasedCka(_KernelMetric):
         return UnbiasedState(kt, rows, float(total), float(hsic))
 
     def permute(self, state: UnbiasedState, perm: Any) -> UnbiasedState:
-        return UnbiasedState(permute_kernel(state.zero_diag, perm), state.row_sums[perm],
-                             state.total, state.self_hsic)
+        return UnbiasedState(
+            permute_kernel(state.zero_diag, perm),
+            state.row_sums[perm],
+            state.total,
+            state.self_hsic,
+        )
 
     def compare(self, a: UnbiasedState, b: UnbiasedState) -> float:
         return float(self.compare_all([a], [b])[0, 0])
@@ -212,8 +216,12 @@ class Cknna(Metric):
 
     def permute(self, state: KnnKernelState, perm: Any) -> KnnKernelState:
         knn = perm.argsort()[state.knn.cpu()[perm]]
-        return KnnKernelState(permute_kernel(state.kernel, perm), knn,
-                              permute_kernel(state.mask, perm), state.self_sim)
+        return KnnKernelState(
+            permute_kernel(state.kernel, perm),
+            knn,
+            permute_kernel(state.mask, perm),
+            state.self_sim,
+        )
 
     def compare(self, a: KnnKernelState, b: KnnKernelState) -> float:
         mask = a.mask * b.mask  # the neighbours both kernels agree on; raw kernels masked

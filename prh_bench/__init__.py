@@ -23,7 +23,6 @@ from .metrics import Metric, get_metric
 from .models import DownstreamScore, LoadedModel, ModelAdapter, ModelMetadata, get_model
 
 
-
 def __getattr__(name: str):  # results need pydantic: import them only when asked for
     if name in ("load_results", "read_result"):
         from . import results

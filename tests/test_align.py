@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference_formulas as ref
 import torch
 
 from prh_bench import InvalidInputError, align_layers, clamp_outliers, get_metric
 from prh_bench.align import quantile_threshold
+
+import reference_formulas as ref
 
 
 def model_feats(n=96, layers=4, d=24, seed=0, heavy_tail=True):

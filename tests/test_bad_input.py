@@ -9,11 +9,12 @@ import json
 import pathlib
 
 import pytest
-import runner_plugin
 from click.testing import CliRunner
 
 import prh_bench
 from prh_bench.cli import cli
+
+import runner_plugin
 
 GOOD = "tiny/pixels-a,tiny/words-a"
 

@@ -7,11 +7,12 @@ import json
 import pytest
 from scipy import stats
 
-import runner_plugin
 from prh_bench.check import CheckError, compare_runs
 from prh_bench.correlate import CorrelationError, correlate, correlation, read_downstream_csv
 from prh_bench.results import read_result
 from prh_bench.runner import RunConfig, run
+
+import runner_plugin
 
 MODELS = "tiny/pixels-a,tiny/pixels-b,tiny/words-a,tiny/words-b,tiny/words-c"
 
@@ -20,8 +21,13 @@ MODELS = "tiny/pixels-a,tiny/pixels-b,tiny/words-a,tiny/words-b,tiny/words-c"
 def result_file(fresh_plugins, tmp_path, monkeypatch):
     fresh_plugins.register_plugin(runner_plugin, name="tiny")
     monkeypatch.setenv("PRH_BENCH_CACHE", str(tmp_path / "cache"))
-    cfg = RunConfig(models=MODELS, dataset="tiny-shapes", output=str(tmp_path / "res"),
-                    null_permutations=9, topk=3)
+    cfg = RunConfig(
+        models=MODELS,
+        dataset="tiny-shapes",
+        output=str(tmp_path / "res"),
+        null_permutations=9,
+        topk=3,
+    )
     return run(cfg, progress=False, log=lambda m: None).path
 
 
@@ -51,8 +57,10 @@ def test_check_fails_on_a_moved_score_and_writes_markdown(result_file, run_cli, 
     text = report.read_text()
     assert text.startswith("## prh-bench check: FAILED (1 problems)")
     assert "| changed" in text and "0.05" in text
-    assert run_cli("check", "--baseline", str(result_file), str(new), "--tolerance",
-                   "0.1").exit_code == 0
+    assert (
+        run_cli("check", "--baseline", str(result_file), str(new), "--tolerance", "0.1").exit_code
+        == 0
+    )
 
 
 def test_check_fails_on_a_missing_pair(result_file, tmp_path):
@@ -100,8 +108,13 @@ def test_correlation_matches_scipy():
 
 def test_correlate_uses_bpb_and_downstream_csv(result_file, tmp_path, run_cli):
     csv_file = tmp_path / "down.csv"
-    csv_file.write_text("model,metric,value,source\n" + "".join(
-        f"tiny/words-{c},hellaswag,{v},paper table 3\n" for c, v in zip("abc", (0.3, 0.5, 0.4))))
+    csv_file.write_text(
+        "model,metric,value,source\n"
+        + "".join(
+            f"tiny/words-{c},hellaswag,{v},paper table 3\n"
+            for c, v in zip("abc", (0.3, 0.5, 0.4), strict=True)
+        )
+    )
     result = read_result(result_file)
     records = correlate(result, "tiny/pixels-a", "mutual_knn", read_downstream_csv(csv_file))
     assert {r.downstream for r in records} == {"bpb", "hellaswag"}
@@ -110,8 +123,9 @@ def test_correlate_uses_bpb_and_downstream_csv(result_file, tmp_path, run_cli):
     if len(set(align.values())) > 1:
         expected = stats.pearsonr([align[m] for m in hs.models], [0.3, 0.5, 0.4]).statistic
         assert hs.pearson == pytest.approx(expected)
-    cli = run_cli("correlate", str(result_file), "--vision", "*pixels-a", "--downstream",
-                  str(csv_file))
+    cli = run_cli(
+        "correlate", str(result_file), "--vision", "*pixels-a", "--downstream", str(csv_file)
+    )
     assert cli.exit_code == 0, cli.output
     assert "hellaswag" in cli.output and "stored in" in cli.output
     assert {c.downstream for c in read_result(result_file).correlations} == {"bpb", "hellaswag"}
@@ -134,9 +148,15 @@ def test_downstream_csv_errors(tmp_path):
 
 def test_downstream_import_from_lm_eval(tmp_path, run_cli):
     lm_eval = {
-        "results": {"hellaswag": {"acc,none": 0.41, "acc_stderr,none": 0.01,
-                                  "acc_norm,none": 0.52, "alias": "hellaswag"},
-                    "gsm8k": {"exact_match,strict-match": 0.12}},
+        "results": {
+            "hellaswag": {
+                "acc,none": 0.41,
+                "acc_stderr,none": 0.01,
+                "acc_norm,none": 0.52,
+                "alias": "hellaswag",
+            },
+            "gsm8k": {"exact_match,strict-match": 0.12},
+        },
         "config": {"model": "hf", "model_args": "pretrained=bigscience/bloomz-560m,dtype=auto"},
     }
     src = tmp_path / "results_2024.json"

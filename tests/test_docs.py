@@ -8,10 +8,11 @@ import re
 
 import click
 import pytest
-from conftest import ROOT
 
 from prh_bench import hookspecs
 from prh_bench.cli import cli
+
+from conftest import ROOT
 
 HOOKS = {
     name: fn

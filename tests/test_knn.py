@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import reference_formulas as ref
 import torch
+
 from prh_bench_plugins.knn_torch import TorchKnn, topk_lowest_index_ties
+
+import reference_formulas as ref
 
 
 @pytest.mark.parametrize("chunk_bytes", [4 * 100 * 7, 4 * 100 * 33, 256 * 2**20])

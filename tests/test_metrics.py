@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
-import reference_formulas as ref
 import torch
 import torch.nn.functional as F
 
 from prh_bench import InvalidInputError, get_metric
+
+import reference_formulas as ref
 
 KNN = ["mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn"]
 KERNEL = ["cka", "unbiased_cka", "cknna"]

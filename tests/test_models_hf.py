@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from prh_bench_plugins.hf_language import HFLanguageAdapter
 from test_features import CAPTIONS, TinyDataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
@@ -19,6 +18,7 @@ from transformers import (
 
 from prh_bench import ModelError, Sample
 from prh_bench.features import extract_features
+from prh_bench_plugins.hf_language import HFLanguageAdapter
 
 
 def make_tokenizer(folder, bos: str | None) -> PreTrainedTokenizerFast:

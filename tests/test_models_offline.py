@@ -6,12 +6,12 @@ import importlib.util
 
 import pytest
 import torch
-from prh_bench_plugins import offline_models
-from prh_bench_plugins.offline_models import INSTALL_HINT, EfficientNetLiteAdapter
 from test_features import CAPTIONS, TinyDataset
 
 from prh_bench import ModelError, Sample, get_model
 from prh_bench.features import extract_features
+from prh_bench_plugins import offline_models
+from prh_bench_plugins.offline_models import INSTALL_HINT, EfficientNetLiteAdapter
 
 
 def need(*modules: str) -> pytest.MarkDecorator:

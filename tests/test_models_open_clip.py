@@ -7,12 +7,12 @@ import json
 import open_clip
 import pytest
 import torch
-from prh_bench_plugins.open_clip_models import OpenClipAdapter
 from safetensors.torch import save_file
 from test_features import TinyDataset
 
 from prh_bench import ModelError
 from prh_bench.features import extract_features
+from prh_bench_plugins.open_clip_models import OpenClipAdapter
 
 ARCH = "prh-test-tiny-clip"
 CONFIG = {

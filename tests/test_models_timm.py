@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from prh_bench_plugins.timm_models import TimmVisionAdapter
 from safetensors.torch import save_file
 from test_features import TinyDataset
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from prh_bench import ModelError
 from prh_bench.features import extract_features
+from prh_bench_plugins.timm_models import TimmVisionAdapter
 
 VIT = "vit_tiny_patch16_224.augreg_in21k"
 VIT_KW = {"depth": 2, "embed_dim": 32, "num_heads": 2}

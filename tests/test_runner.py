@@ -8,9 +8,10 @@ import re
 import pytest
 
 import prh_bench
-import runner_plugin
 from prh_bench.results import ResultsError, read_result
 from prh_bench.runner import ConfigError, RunConfig, SelectionError, run
+
+import runner_plugin
 
 GOOD = "tiny/pixels-a,tiny/pixels-b,tiny/words-a,tiny/words-b"
 
@@ -25,8 +26,13 @@ def tiny(fresh_plugins, tmp_path, monkeypatch):
 
 
 def config(tmp_path, **kw):
-    base = dict(models=GOOD, dataset="tiny-shapes", output=str(tmp_path / "results"),
-                null_permutations=19, topk=3)
+    base = dict(
+        models=GOOD,
+        dataset="tiny-shapes",
+        output=str(tmp_path / "results"),
+        null_permutations=19,
+        topk=3,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -71,8 +77,7 @@ def test_rerun_with_one_more_model_computes_only_new_pairs(tiny, monkeypatch):
     swept = []
     original = align.sweep
     monkeypatch.setattr(align, "sweep", lambda m, a, b: swept.append(1) or original(m, a, b))
-    outcome = run(config(tiny, models=GOOD + ",tiny/words-c"), progress=False,
-                  log=lambda m: None)
+    outcome = run(config(tiny, models=GOOD + ",tiny/words-c"), progress=False, log=lambda m: None)
     assert len(outcome.result.scores) == 6
     assert len(swept) == 2  # words-c x (pixels-a, pixels-b)
     after = {m.id: m.loads for m in runner_plugin.MODELS}
@@ -81,17 +86,34 @@ def test_rerun_with_one_more_model_computes_only_new_pairs(tiny, monkeypatch):
 
 
 def test_pairs_all_and_several_metrics(tiny):
-    result = run(config(tiny, pairs="all", metrics=["mutual_knn", "cka"], null_permutations=0),
-                 progress=False, log=lambda m: None).result
+    result = run(
+        config(tiny, pairs="all", metrics=["mutual_knn", "cka"], null_permutations=0),
+        progress=False,
+        log=lambda m: None,
+    ).result
     assert len(result.scores) == 2 * 6  # C(4, 2) pairs x 2 metrics
     assert all(s.null is None for s in result.scores)
-    assert {(s.model_a, s.model_b) for s in result.scores} >= {("tiny/words-a", "tiny/words-b"),
-                                                               ("tiny/pixels-a", "tiny/pixels-b")}
+    assert {(s.model_a, s.model_b) for s in result.scores} >= {
+        ("tiny/words-a", "tiny/words-b"),
+        ("tiny/pixels-a", "tiny/pixels-b"),
+    }
 
 
 def test_keep_going_reports_the_failing_model(tiny, run_cli):
-    args = ["run", "--models", GOOD + ",tiny/broken", "--dataset", "tiny-shapes", "--output",
-            str(tiny / "out"), "--null-permutations", "5", "--topk", "3", "--keep-going"]
+    args = [
+        "run",
+        "--models",
+        GOOD + ",tiny/broken",
+        "--dataset",
+        "tiny-shapes",
+        "--output",
+        str(tiny / "out"),
+        "--null-permutations",
+        "5",
+        "--topk",
+        "3",
+        "--keep-going",
+    ]
     result = run_cli(*args)
     assert result.exit_code == 3
     assert "failed: tiny/broken: model 'tiny/broken' exploded while loading" in result.output
@@ -99,17 +121,38 @@ def test_keep_going_reports_the_failing_model(tiny, run_cli):
 
 
 def test_without_keep_going_a_failure_is_one_line(tiny, run_cli):
-    result = run_cli("run", "--models", GOOD + ",tiny/broken", "--dataset", "tiny-shapes",
-                     "--output", str(tiny / "out"), "--topk", "3")
+    result = run_cli(
+        "run",
+        "--models",
+        GOOD + ",tiny/broken",
+        "--dataset",
+        "tiny-shapes",
+        "--output",
+        str(tiny / "out"),
+        "--topk",
+        "3",
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "Error: model 'tiny/broken' exploded while loading (test)")
+        "Error: model 'tiny/broken' exploded while loading (test)"
+    )
 
 
 def test_unavailable_models_in_a_group_are_listed_once_and_skipped(tiny, run_cli):
-    result = run_cli("run", "--models", "tiny", "--dataset", "tiny-shapes", "--output",
-                     str(tiny / "out"), "--topk", "3", "--null-permutations", "0",
-                     "--keep-going")
+    result = run_cli(
+        "run",
+        "--models",
+        "tiny",
+        "--dataset",
+        "tiny-shapes",
+        "--output",
+        str(tiny / "out"),
+        "--topk",
+        "3",
+        "--null-permutations",
+        "0",
+        "--keep-going",
+    )
     assert result.output.count("skipped tiny/absent: weights not downloaded (test)") == 1
     assert "Traceback" not in result.output
 
@@ -120,12 +163,20 @@ def test_unavailable_model_named_explicitly_is_an_error(tiny):
 
 
 def test_no_vision_model_is_one_line(tiny, run_cli):
-    result = run_cli("run", "--models", "tiny/words-a,tiny/words-b", "--dataset", "tiny-shapes",
-                     "--output", str(tiny / "out"))
+    result = run_cli(
+        "run",
+        "--models",
+        "tiny/words-a,tiny/words-b",
+        "--dataset",
+        "tiny-shapes",
+        "--output",
+        str(tiny / "out"),
+    )
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: no vision model is selected (or available); --pairs cross scores language x "
-        "vision pairs: add one to --models, or use --pairs all")
+        "vision pairs: add one to --models, or use --pairs all"
+    )
 
 
 def test_selection_by_glob_and_unknown_id(tiny):
@@ -140,8 +191,10 @@ def test_selection_by_glob_and_unknown_id(tiny):
 
 def test_config_file_and_flags_override(tiny, run_cli):
     cfg = tiny / "run.toml"
-    cfg.write_text(f'[run]\nmodels = "{GOOD}"\ndataset = "tiny-shapes"\ntopk = 4\n'
-                   f'null_permutations = 0\noutput = "{tiny / "cfg-out"}"\n')
+    cfg.write_text(
+        f'[run]\nmodels = "{GOOD}"\ndataset = "tiny-shapes"\ntopk = 4\n'
+        f'null_permutations = 0\noutput = "{tiny / "cfg-out"}"\n'
+    )
     result = run_cli("run", "--config", str(cfg), "--topk", "2")
     assert result.exit_code == 0, result.output
     [path] = list((tiny / "cfg-out" / "tiny-shapes").glob("*.json"))
@@ -149,11 +202,14 @@ def test_config_file_and_flags_override(tiny, run_cli):
     assert saved.config["topk"] == 2 and saved.scores[0].params == {"topk": 2}
 
 
-@pytest.mark.parametrize("text,message", [
-    ("topk = \n", "malformed TOML"),
-    ("models = 'offline'\ntopkk = 3\n", "line 2: unknown key 'topkk'"),
-    ("topk = 'ten'\n", "line 1: key 'topk' must be int, got 'ten'"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("topk = \n", "malformed TOML"),
+        ("models = 'offline'\ntopkk = 3\n", "line 2: unknown key 'topkk'"),
+        ("topk = 'ten'\n", "line 1: key 'topk' must be int, got 'ten'"),
+    ],
+)
 def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
     cfg = tiny / "bad.toml"
     cfg.write_text(text)
@@ -181,16 +237,20 @@ def test_load_results_dataframe(tiny):
     assert len(df) == 8
     assert set(df["metric"]) == {"mutual_knn", "cka"}
     assert {"model_a", "model_b", "value", "layer_a", "layer_b", "null_mean", "p_value"} <= set(
-        df.columns)
+        df.columns
+    )
     assert set(df["modality_a"]) == {"language"} and set(df["modality_b"]) == {"vision"}
 
 
-@pytest.mark.parametrize("content,message", [
-    ("{not json", "not valid JSON (line 1"),
-    ("[1, 2]", "not a prh-bench result (a JSON object was expected)"),
-    ('{"hello": 1}', "not a prh-bench result file"),
-    ('{"schema_version": 99, "run_id": "x"}', "schema_version 99 is not supported"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "not valid JSON (line 1"),
+        ("[1, 2]", "not a prh-bench result (a JSON object was expected)"),
+        ('{"hello": 1}', "not a prh-bench result file"),
+        ('{"schema_version": 99, "run_id": "x"}', "schema_version 99 is not supported"),
+    ],
+)
 def test_malformed_results_are_refused(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)

@@ -66,6 +66,7 @@ def test_no_registered_model_trusts_remote_code(fresh_plugins):
 def test_remote_code_is_passed_only_as_the_adapters_opt_in(tmp_path, monkeypatch):
     """The transformers adapter hands its own flag to from_pretrained, False by default."""
     import transformers
+
     from prh_bench_plugins.hf_language import HFLanguageAdapter
 
     seen = []
@@ -83,9 +84,9 @@ def test_remote_code_is_passed_only_as_the_adapters_opt_in(tmp_path, monkeypatch
 
 
 def test_feature_files_are_safetensors(fresh_plugins, tmp_path, monkeypatch):
-    import runner_plugin
-
     from prh_bench.features import extract_features
+
+    import runner_plugin
 
     fresh_plugins.register_plugin(runner_plugin, name="tiny")
     fs = extract_features("tiny/words-a", "tiny-shapes", cache_dir=tmp_path, progress=False)
