@@ -53,12 +53,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result is for sharing
             with open(tmp, "rb+") as handle:  # the bytes are on disk before the name is
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
