@@ -350,12 +350,34 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
     help="Report a failing model and go on; exit code 3 says some failed.",
 )
 @click.option(
+    "--executor",
+    help="Who runs extraction: local, slurm, ray (prh-bench executors). [default: local]",
+)
+@click.option(
+    "--executor-option",
+    "executor_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An executor option (repeatable), e.g. slurm_partition=gpu or address=auto.",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Extract only units with index % N == I (0-based), then stop; score with a run "
+    "without --shard once every shard is done.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
     help="A run.toml with the same keys; flags given here override it.",
 )
-def run(config_file: str | None, metrics: tuple[str, ...], **flags: Any) -> None:
+def run(
+    config_file: str | None,
+    metrics: tuple[str, ...],
+    executor_options: tuple[str, ...],
+    **flags: Any,
+) -> None:
     """Extract features, score every model pair with every metric, and write a result file.
 
     With no options: the offline suite on openclipart-1024 with mutual_knn (topk 10).
@@ -368,10 +390,23 @@ def run(config_file: str | None, metrics: tuple[str, ...], **flags: Any) -> None
     settings.update({k: v for k, v in flags.items() if v is not None})
     if metrics:
         settings["metrics"] = list(metrics)
+    if executor_options:
+        from .executors import parse_option
+
+        settings["executor_options"] = {
+            **settings.get("executor_options", {}),
+            **dict(parse_option(o) for o in executor_options),
+        }
     if settings.get("metrics") in (["all"], "all"):
         settings["metrics"] = [e.obj.name for e in get_registry("metric")]
     outcome = run_job(RunConfig(**settings), log=lambda m: click.echo(m, err=True))
     result = outcome.result
+    if result is None:  # --shard: features are in the store, alignment comes later
+        done = sum(u.ok for u in outcome.units)
+        for f in outcome.failures:
+            click.echo(f"failed: {f.model}: {f.reason}", err=True)
+        click.echo(f"shard {settings['shard']}: {done} of {len(outcome.units)} units in the store")
+        sys.exit(3 if outcome.failed else 0)
     click.echo(f"\n{result.dataset.id} (N={result.dataset.n}), run {result.run_id}\n")
     click.echo(_table(summary_rows(result), "No scores."))
     for f in result.failures:

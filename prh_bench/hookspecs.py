@@ -57,6 +57,15 @@ def knn_backend(device: str, n: int, dim: int, k: int) -> KnnBackend | None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register executors (``prh_bench.executors.Executor`` instances) by ``name``:
+    ``register(executor)``. ``prh-bench run --executor NAME`` hands the run's extraction units
+    to it; its ``run(units)`` returns one ``UnitResult`` per unit, and the workers write into
+    the shared feature store.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``prh-bench`` Click group: ``@cli.command()``."""
 

@@ -34,7 +34,7 @@ def object_id(obj: Any) -> str:
 
 @dataclass
 class Registry:
-    kind: str  # "model", "dataset", "metric"
+    kind: str  # "model", "dataset", "metric", "executor"
     list_command: str
     validate: Callable[[Any], None] | None = None
     _entries: dict[str, Entry] = field(default_factory=dict)
@@ -96,25 +96,37 @@ class Registry:
         return [self._aliases.get(x, x) for x in (close + starts + inside)][:n] if name else []
 
 
-_HOOKS = {"model": "register_models", "dataset": "register_datasets", "metric": "register_metrics"}
+_HOOKS = {
+    "model": "register_models",
+    "dataset": "register_datasets",
+    "metric": "register_metrics",
+    "executor": "register_executors",
+}
 _LIST_COMMANDS = {
     "model": "prh-bench models",
     "dataset": "prh-bench datasets",
     "metric": "prh-bench metrics",
+    "executor": "prh-bench executors",
 }
 _cache: dict[str, Registry] = {}
 
 
 def _validators() -> dict[str, Callable[[Any], None]]:
     from .datasets import validate_dataset
+    from .executors import validate_executor
     from .metrics import validate_metric
     from .models import validate_model
 
-    return {"model": validate_model, "dataset": validate_dataset, "metric": validate_metric}
+    return {
+        "model": validate_model,
+        "dataset": validate_dataset,
+        "metric": validate_metric,
+        "executor": validate_executor,
+    }
 
 
 def get_registry(kind: str) -> Registry:
-    """The registry of one kind ("model", "dataset" or "metric"), built on first use."""
+    """The registry of one kind ("model", "dataset", "metric", "executor"), built on first use."""
     if kind not in _HOOKS:
         raise ValueError(f"unknown registry kind {kind!r}")
     if kind in _cache:

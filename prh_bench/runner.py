@@ -6,7 +6,11 @@ Usable from Python without Click::
     outcome = run(RunConfig(models="offline", metrics=["mutual_knn"]))
     outcome.path, outcome.result.scores
 
-Features come from the feature store (``extract_features``); each model's layers are clamped,
+Extraction is one unit per model, run by an executor (``--executor local|slurm|ray``, see
+docs/distributed.md) whose workers write the feature store; the alignment stage then reads
+every feature set from the store. ``--shard i/N`` runs only every N-th unit from the i-th and
+stops before alignment: a run without ``--shard`` scores once all shards are done.
+Each model's layers are clamped,
 normalised and prepared once per metric, and every pair reuses those states. Pair scores are
 cached too (``<cache>/scores/``), so rerunning with one more model computes only its pairs.
 """
@@ -72,6 +76,9 @@ class RunConfig:
     null_permutations: int = 100
     seed: int = 0
     downstream: str | None = None  # a CSV file: model,metric,value[,source]
+    executor: str = "local"  # who runs the extraction units: local, slurm, ray (plugins)
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    shard: str | None = None  # "i/N": extract only units with index % N == i; no alignment
 
     def __post_init__(self) -> None:
         if self.pairs not in ("cross", "all"):
@@ -84,6 +91,10 @@ class RunConfig:
             raise ConfigError(f"limit must be >= 2 samples, got {self.limit}")
         if self.null_permutations < 0:
             raise ConfigError(f"null_permutations must be >= 0, got {self.null_permutations}")
+        if self.shard is not None:
+            from .executors import parse_shard
+
+            parse_shard(self.shard)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -120,6 +131,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             "keep_going": bool,
             "limit": int,
             "batch_size": int,
+            "executor_options": dict,
         }.get(key)
         if expected and not (
             isinstance(value, expected) and not (expected is int and isinstance(value, bool))
@@ -237,13 +249,18 @@ def _plugins() -> list[PluginRecord]:
 
 @dataclass
 class RunOutcome:
-    result: RunResult
-    path: Path
+    """A run's result file; with ``--shard``, no result (None) and only the units it ran."""
+
+    result: RunResult | None
+    path: Path | None
+    units: list[Any] = field(default_factory=list)  # executors.UnitResult, one per unit run
+    failures: list[Failure] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         """A model was tried and failed (models skipped as unavailable do not count)."""
-        return any(f.stage != "availability" for f in self.result.failures)
+        failures = self.result.failures if self.result is not None else self.failures
+        return any(f.stage != "availability" for f in failures)
 
 
 def _metric_params(name: str, topk: int) -> dict[str, Any]:
@@ -272,7 +289,15 @@ def run(
     from .align import permutation_null, prepare_states, preprocess, sweep
     from .correlate import read_downstream_csv
     from .datasets import get_dataset
-    from .features import extract_features, resolve_device
+    from .executors import (
+        ExtractionUnit,
+        forwarded_env,
+        get_executor,
+        in_process_plugins,
+        load_unit_features,
+        parse_shard,
+    )
+    from .features import cache_root, resolve_device
     from .metrics import get_metric
 
     device = resolve_device(config.device)
@@ -300,32 +325,53 @@ def run(
         failures.append(Failure(model=m.id, stage="availability", reason=why))
 
     model_pairs(runnable, config.pairs)  # fail before any extraction if a modality is missing
+    executor = get_executor(config.executor, config.executor_options)
 
-    # extraction: one feature file per model, from the store when it is there
+    # extraction: one unit per model; the executor's workers write the feature store
+    env, plugins = forwarded_env(), in_process_plugins()
+    store = str(cache_root(config.cache_dir).expanduser().resolve())
+    units = [
+        ExtractionUnit(
+            model_id=m.id,
+            dataset=config.dataset,
+            dataset_hash=dataset.content_hash,
+            cache_dir=store,
+            # a pinned worker sees its GPU as "cuda"; the default device stays the worker's own
+            device=config.device or (device if config.executor == "local" else None),
+            batch_size=config.batch_size,
+            limit=config.limit,
+            plugins=plugins,
+            env=env,
+        )
+        for m in runnable
+    ]
+    if config.shard is not None:
+        index, count = parse_shard(config.shard)
+        units = [u for i, u in enumerate(units) if i % count == index]
+        log(f"shard {index}/{count}: {len(units)} of {len(runnable)} extraction units")
+    results = executor.run(units, progress=progress, stop_on_error=not config.keep_going)
     feats: dict[str, Any] = {}
-    for m in runnable:
-        try:
-            fs = extract_features(
-                m,
-                dataset,
-                cache_dir=config.cache_dir,
-                device=device,
-                batch_size=config.batch_size,
-                progress=progress,
-                limit=config.limit,
-            )
-        except Exception as exc:  # noqa: BLE001 - any model may fail; keep_going decides
+    for unit_result in results:
+        if unit_result.ok:
+            try:
+                fs = load_unit_features(unit_result)
+            except PrhBenchError as exc:
+                unit_result.ok, unit_result.error = False, str(exc)
+        if not unit_result.ok:
             if not config.keep_going:
-                raise
-            reason = str(exc) if isinstance(exc, PrhBenchError) else f"{type(exc).__name__}: {exc}"
-            log(f"failed {m.id}: {reason}")
-            failures.append(Failure(model=m.id, stage="extraction", reason=reason))
+                unit_result.raise_error()
+            log(f"failed {unit_result.model_id}: {unit_result.error}")
+            failures.append(
+                Failure(model=unit_result.model_id, stage="extraction", reason=unit_result.error)
+            )
             continue
         log(
-            f"features {m.id}: {fs.num_layers} layers x {fs.num_samples} samples"
+            f"features {unit_result.model_id}: {fs.num_layers} layers x {fs.num_samples} samples"
             f"{' (cached)' if fs.from_cache else ''}"
         )
-        feats[m.id] = fs
+        feats[unit_result.model_id] = fs
+    if config.shard is not None:  # alignment waits for every shard: a run without --shard
+        return RunOutcome(None, None, units=results, failures=failures)
     models = [m for m in runnable if m.id in feats]
     pairs = model_pairs(models, config.pairs)
     n = next(iter(feats.values())).num_samples

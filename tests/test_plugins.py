@@ -133,6 +133,36 @@ def test_hook_register_commands(fresh_plugins, run_cli):
         cli._plugin_commands_added = False
 
 
+def test_hook_register_executors(fresh_plugins, run_cli):
+    import json
+
+    from prh_bench.executors import Executor, ExtractionUnit, UnitResult, get_executor
+
+    class Recording(Executor):
+        name = "recording-test"
+        summary = "records the units it is given"
+        options = {"label": "x"}
+        seen: list = []
+
+        def run(self, units, *, progress=False, stop_on_error=False):
+            Recording.seen.extend((self.config["label"], u.unit_id) for u in units)
+            return [UnitResult.lost(u, "not run (test)") for u in units]
+
+    fresh_plugins.register_plugin(
+        make_plugin(register_executors=lambda register: register(Recording())), "recorder"
+    )
+    executor = get_executor("recording-test", {"label": "y"})
+    unit = ExtractionUnit("m", "d", "h", "/store")
+    [result] = executor.run([unit])
+    assert Recording.seen == [("y", unit.unit_id)] and not result.ok
+    from prh_bench.registry import get_registry
+
+    assert get_registry("executor").entry("recording-test").plugin.name == "recorder"
+    listed = json.loads(run_cli("executors", "--json").output)
+    assert {"local", "slurm", "ray", "recording-test"} <= {row["name"] for row in listed}
+    assert {row["name"]: row["plugin"] for row in listed}["recording-test"] == "recorder"
+
+
 def test_hook_prepare_jinja2_environment(fresh_plugins):
     from prh_bench.leaderboard import make_environment
     from prh_bench.results import ModelRecord
