@@ -26,9 +26,10 @@ import torch.nn.functional as F
 
 
 def synthetic_model(n: int, layers: int, dim: int, seed: int, device: str) -> torch.Tensor:
-    """[N, L, D] features that share a latent structure, so scores are far from chance."""
+    """[N, L, D] features of one "model": a latent shared by every model (the same samples),
+    seen through this model's own random projections and noise, so scores beat chance."""
+    latent = torch.randn(n, 32, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(seed)
-    latent = torch.randn(n, 32, generator=g)
     out = torch.empty(n, layers, dim)
     for i in range(layers):
         out[:, i] = latent @ torch.randn(32, dim, generator=g) + (1 + i / 4) * torch.randn(
