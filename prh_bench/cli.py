@@ -409,11 +409,12 @@ def run(
         sys.exit(3 if outcome.failed else 0)
     click.echo(f"\n{result.dataset.id} (N={result.dataset.n}), run {result.run_id}\n")
     click.echo(_table(summary_rows(result), "No scores."))
+    skipped = [f for f in result.failures if f.stage == "availability"]
+    if skipped:  # each was listed with its reason as it was skipped
+        click.echo(f"{len(skipped)} model(s) skipped: not available here (reasons above)", err=True)
     for f in result.failures:
-        click.echo(
-            f"{'skipped' if f.stage == 'availability' else 'failed'}: {f.model}: {f.reason}",
-            err=True,
-        )
+        if f.stage != "availability":
+            click.echo(f"failed: {f.model}: {f.reason}", err=True)
     click.echo(f"\nwrote {outcome.path}")
     if outcome.failed:
         sys.exit(3)
