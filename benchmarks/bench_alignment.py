@@ -61,6 +61,9 @@ def sync(device: str) -> None:
 def bench_sweep(a: torch.Tensor, b: torch.Tensor, k: int, device: str) -> dict:
     from prh_bench import align_layers
 
+    # warm-up, untimed, for both sides: plugin loading, thread pools, allocator
+    align_layers(a[:64, :2], b[:64, :2], "mutual_knn", q=None, topk=k)
+    reference_mutual_knn(a[:64, 0], b[:64, 0], k)
     sync(device)
     t0 = time.perf_counter()
     ours = align_layers(a, b, "mutual_knn", q=None, topk=k)

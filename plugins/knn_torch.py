@@ -38,26 +38,45 @@ class TorchKnn:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             sim = feats[start:stop] @ feats.T  # one GEMM when the whole matrix fits a chunk
-            if not bool(torch.isfinite(sim).all()):
+            rows = torch.arange(stop - start, device=feats.device)
+            sim[rows, rows + start] = float("-inf")  # a sample is not its own neighbour
+            found = topk_lowest_index_ties(sim, k)
+            # overflowed products are +inf or NaN, and topk ranks both first: look only there
+            if not bool(torch.isfinite(sim.gather(1, found)).all()):
                 from prh_bench.errors import InvalidInputError
 
                 raise InvalidInputError(
                     f"inner products of the features overflow {feats.dtype} (largest |value| "
                     f"{feats.abs().max().item():.3g}); scale the features down or L2-normalise them"
                 )
-            rows = torch.arange(stop - start, device=feats.device)
-            sim[rows, rows + start] = float("-inf")  # a sample is not its own neighbour
-            out[start:stop] = topk_lowest_index_ties(sim, k)
+            out[start:stop] = found
         return out
 
 
 def topk_lowest_index_ties(sim, k: int):
     """Row-wise top-k indices, by value descending, equal values by ascending index."""
 
+    width = min(k + 1, sim.shape[1])
+    values, indices = sim.topk(width, dim=1)
+    chosen, chosen_values = indices[:, :k], values[:, :k]
+    # order inside the set: index ascending first, then a stable sort by value descending
+    by_index = chosen.argsort(dim=1)
+    chosen, chosen_values = chosen.gather(1, by_index), chosen_values.gather(1, by_index)
+    out = chosen.gather(1, chosen_values.argsort(dim=1, descending=True, stable=True))
+    if width > k:  # a tie across the k-th place makes the set itself depend on the rule
+        # (rows with NaN or inf are left for the caller's overflow check)
+        tied = (values[:, k - 1] == values[:, k]) & values[:, :k].isfinite().all(dim=1)
+        crossing = tied.nonzero()[:, 0]
+        if len(crossing):
+            out[crossing] = _ties_across_the_boundary(sim[crossing], k)
+    return out
+
+
+def _ties_across_the_boundary(sim, k: int):
+    """The exact rule on rows where several values equal the k-th: lowest indices win."""
     kth = sim.topk(k, dim=1).values[:, -1:]
     above = sim > kth
     ties = sim == kth
-    # of the values equal to the k-th, keep the lowest-indexed ones that are still needed
     needed = k - above.sum(dim=1, keepdim=True)
     chosen = above | (ties & (ties.cumsum(dim=1) <= needed))
     cols = chosen.nonzero()[:, 1].view(-1, k)  # ascending index within each row
