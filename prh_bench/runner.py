@@ -42,9 +42,9 @@ from .results import (
     PluginRecord,
     RunResult,
     ScoreRecord,
-    atomic_write_text,
     write_result,
 )
+from .storage import atomic_write_text
 
 GROUPS = ("all", "offline", "vision", "language")
 
