@@ -8,7 +8,9 @@ folder) become one ``StorageError`` line that names the path and what to do.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,3 +72,16 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def slug(text: str) -> str:
+    """A file-name-safe, readable form of an id (``org/name`` -> ``org--name``).
+
+    Ids that would collide once odd characters are replaced (``a/b`` and ``a--b``, ``a b`` and
+    ``a-b``) get a short hash suffix, so two ids never share a file name.
+    """
+    plain = text.replace("/", "--")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-.")[:80] or "x"
+    if name != plain or "--" in text:
+        name += "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return name
