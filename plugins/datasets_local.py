@@ -4,17 +4,20 @@
 ``{"file": ..., "captions": ["...", "..."]}``; ``captions.csv`` has the columns ``file`` and
 ``caption``. Address a folder as ``local:PATH`` or by its plain path.
 
-Opening reads the captions file and checks every row (the file exists, the caption is not
-empty); an unreadable or corrupt image is found when its sample is read. With
-``skip_bad=True`` every image is also decoded at open, so bad rows of every kind are left
-out, counted in the log and listed in ``dataset.skipped``.
+Opening reads the captions file, checks every row (a usable path to a file inside the folder,
+captions neither empty nor longer than ``MAX_CAPTION_CHARS``) and reads every image file
+once: that finds unreadable files, warns (one line) about rows that repeat an earlier row's
+image, and gives the content hash. Images are decoded by ``prh_bench.images.decode_image``
+when a sample is read; with ``skip_bad=True`` they are also decoded at open, so bad rows of
+every kind are left out, named in one warning line and listed in ``dataset.skipped``.
 
-The helpers here (``decode_rgb``, ``content_digest``) are shared by the other dataset plugins.
+``content_digest`` here is shared by the other dataset plugins.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -23,60 +26,44 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
-
-if TYPE_CHECKING:
-    from PIL import Image
+from prh_bench.images import MAX_FILE_BYTES, BadImageError, decode_image
 
 log = logging.getLogger("prh_bench.datasets")
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv")
+#: the longest caption accepted; language models read far less, and a longer one is
+#: usually a CSV quote left open, which swallows the rows after it
+MAX_CAPTION_CHARS = 10_000
 
 
-def decode_rgb(data: bytes, where: str) -> Image.Image:
-    """Decode image bytes to RGB; transparency is composited on white (drawings, logos).
-
-    ``where`` names the sample (index/row and file) in the error a corrupt image raises.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()  # decode now, so a truncated file fails here and not later
-    except UnidentifiedImageError:
-        raise DatasetError(
-            f"{where}: unreadable or corrupt image (not an image format Pillow can read). "
-            "Replace or remove it (or pass skip_bad=True)."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{where}: unreadable or corrupt image ({exc}). Replace or remove it "
-            "(or pass skip_bad=True)."
-        ) from None
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return img.convert("RGB")
-
-
-def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
+class ContentDigest:
     """SHA-256 over (sample id, image bytes, captions) of every sample, in order.
 
     Lengths are written before each field so no two different datasets share a stream.
     """
-    h = hashlib.sha256()
-    for sample_id, image_bytes, texts in items:
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, sample_id: str, image_bytes: bytes, texts: tuple[str, ...]) -> None:
         for field in (sample_id.encode(), image_bytes, *(t.encode() for t in texts)):
-            h.update(len(field).to_bytes(8, "little"))
-            h.update(field)
-        h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
-    return h.hexdigest()
+            self._h.update(len(field).to_bytes(8, "little"))
+            self._h.update(field)
+        self._h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
+    """The ``ContentDigest`` of ``(sample id, image bytes, captions)`` items."""
+    digest = ContentDigest()
+    for sample_id, image_bytes, texts in items:
+        digest.add(sample_id, image_bytes, texts)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -94,6 +81,12 @@ def _texts(raw: Any) -> tuple[str, ...]:
     return tuple(t.strip() for t in raw)
 
 
+def shown(file: str) -> str:
+    """``file`` as an error line shows it: control characters escaped, at most 80 characters."""
+    text = file if file.isprintable() else ascii(file)[1:-1]
+    return text if len(text) <= 80 else f"{text[:60]}...({len(file):,} characters)"
+
+
 def read_rows(captions_path: Path) -> list[tuple[int, str, tuple[str, ...] | None, str]]:
     """(row number, file, captions or None, problem) for every row of a captions file."""
     out: list[tuple[int, str, tuple[str, ...] | None, str]] = []
@@ -107,8 +100,11 @@ def read_rows(captions_path: Path) -> list[tuple[int, str, tuple[str, ...] | Non
                 continue  # blank lines (a trailing newline) are not rows
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                out.append((number, "?", None, f"not a JSON object ({exc.msg})"))
+            except RecursionError:
+                out.append((number, "?", None, "not a JSON object (nested too deeply)"))
+                continue
+            except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+                out.append((number, "?", None, f"not a JSON object ({getattr(exc, 'msg', exc)})"))
                 continue
             if not isinstance(obj, dict):
                 out.append((number, "?", None, "not a JSON object"))
@@ -116,8 +112,9 @@ def read_rows(captions_path: Path) -> list[tuple[int, str, tuple[str, ...] | Non
             file = obj.get("file")
             raw = obj["captions"] if "captions" in obj else obj.get("caption")
             out.append((number, file if isinstance(file, str) else "?", _texts(raw), ""))
-    else:
-        reader = csv.DictReader(io.StringIO(text))
+        return out
+    reader = csv.DictReader(io.StringIO(text))
+    try:
         if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
             raise DatasetError(
                 f"{captions_path} needs the header 'file,caption' "
@@ -125,6 +122,11 @@ def read_rows(captions_path: Path) -> list[tuple[int, str, tuple[str, ...] | Non
             )
         for number, rec in enumerate(reader, start=1):
             out.append((number, rec.get("file") or "?", _texts(rec.get("caption") or ""), ""))
+    except csv.Error as exc:  # e.g. a field over csv's size limit: a quote left open
+        raise DatasetError(
+            f"{captions_path} line {reader.line_num}: {exc}. A caption may have at most "
+            f'{MAX_CAPTION_CHARS:,} characters; look for a quote (") left open.'
+        ) from None
     return out
 
 
@@ -139,90 +141,136 @@ class LocalFolderDataset(Dataset):
         self.id = f"local:{folder}"
         self.skip_bad = skip_bad
         self.skipped: list[str] = []  # "row N (file): problem", one per skipped row
-        self._hash: str | None = None
+        #: (earlier sample, later sample) for every sample whose image bytes repeat another's
+        self.repeats: list[tuple[int, int]] = []
         rows = read_rows(self.captions_path)
         if not rows:
             raise DatasetError(f"{self.captions_path} has no rows. Add one line per image.")
         self.rows: list[Row] = []
+        digest = ContentDigest()
+        first_with: dict[str, int] = {}  # image bytes' SHA-256 -> the first sample holding them
         for number, file, texts, problem in rows:
-            problem = problem or self._problem(file, texts)
+            data = b""
+            problem = problem or _caption_problem(texts) or self._path_problem(file)
+            if not problem:
+                data, problem = self._bytes(file)
             if not problem and skip_bad:
-                problem = self._image_problem(file)
+                problem = _image_problem(data)
             if problem:
-                where = f"{self.captions_path} row {number} ({file})"
+                where = f"{self.captions_path} row {number} ({shown(file)})"
                 if not skip_bad:
                     raise DatasetError(f"{where}: {problem}. Fix the row or pass skip_bad=True.")
                 self.skipped.append(f"{where}: {problem}")
                 continue
+            index = len(self.rows)
             self.rows.append(Row(number, file, texts or ()))
+            digest.add(file, data, texts or ())
+            earlier = first_with.setdefault(hashlib.sha256(data).hexdigest(), index)
+            if earlier != index:
+                self.repeats.append((earlier, index))
         if self.skipped:
+            numbers = ", ".join(s.split(" row ", 1)[1].split(" ")[0] for s in self.skipped[:10])
+            more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
             log.warning(
-                "%s: skipped %d bad row(s) of %d; first: %s",
-                self.id, len(self.skipped), len(rows), self.skipped[0],
+                "%s: skipped %d bad row(s) of %d (rows %s%s); first: %s",
+                self.id, len(self.skipped), len(rows), numbers, more, self.skipped[0],
             )  # fmt: skip
         if not self.rows:
             raise DatasetError(f"{self.id}: every row is bad ({self.skipped[0]}).")
+        if self.repeats:
+            earlier, later = self.repeats[0]
+            log.warning(
+                "%s: %d sample(s) repeat an earlier sample's image (identical bytes), so "
+                "mutual-kNN sees each copy as the other's nearest image; first: %s repeats %s. "
+                'Remove the repeats, or give one row several captions ("captions": [...]).',
+                self.id, len(self.repeats), self._sample(later), self._sample(earlier),
+            )  # fmt: skip
+        self._hash = digest.hexdigest()
         self.revision = f"{len(self.rows)}-rows"
         self.summary = f"local folder, {len(self.rows)} samples" + (
             f" ({len(self.skipped)} bad rows skipped)" if self.skipped else ""
         )
 
-    def _problem(self, file: str, texts: tuple[str, ...] | None) -> str:
+    def _sample(self, index: int) -> str:
+        row = self.rows[index]
+        return f"sample {index} (row {row.number}, {shown(row.file)})"
+
+    def _path_problem(self, file: str) -> str:
         if file == "?" or not file:
             return "no 'file' field"
-        path = (self.folder / file).resolve()
+        if "\x00" in file:
+            return "the file name contains a NUL byte"
+        try:
+            path = (self.folder / file).resolve(strict=True)
+        except FileNotFoundError:
+            return "missing file"
+        except RuntimeError:  # Python < 3.13 reports a symlink loop so
+            return "a symlink loop"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symlink loop"
+            return f"unusable path ({exc.strerror or exc})"
         if not path.is_relative_to(self.folder.resolve()):
             return "the file is outside the folder"
         if not path.is_file():
-            return "missing file"
-        if not texts:
-            return "no caption"
-        if any(not t for t in texts):
-            return "empty caption"
+            return "not a regular file"
         return ""
 
-    def _image_problem(self, file: str) -> str:
+    def _bytes(self, file: str) -> tuple[bytes, str]:
+        """(the file's bytes, "") or (b"", the problem): read at most MAX_FILE_BYTES + 1."""
         try:
-            decode_rgb((self.folder / file).read_bytes(), "")
-        except (DatasetError, OSError) as exc:
-            return str(exc).split(": ", 1)[-1].split(". Replace")[0]
-        return ""
+            with open(self.folder / file, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            return b"", f"cannot read it ({exc.strerror or exc})"
+        if len(data) > MAX_FILE_BYTES:
+            return b"", f"a file over {MAX_FILE_BYTES // 2**20} MiB, too large for an image"
+        return data, ""
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def _read(self, index: int) -> bytes:
-        row = self.rows[index]
-        try:
-            return (self.folder / row.file).read_bytes()
-        except OSError as exc:
-            raise DatasetError(
-                f"{self.id} sample {index} (row {row.number}, {row.file}): cannot read it "
-                f"({exc.strerror or exc}). Restore the file or pass skip_bad=True."
-            ) from None
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self.rows) <= index < len(self.rows):
             raise IndexError(f"sample {index} is outside 0..{len(self.rows) - 1}")
         index %= len(self.rows)
         row = self.rows[index]
-        where = f"{self.id} sample {index} (row {row.number}, {row.file})"
-        image = decode_rgb(self._read(index), where)
+        image = decode_image(
+            self.folder / row.file,
+            index=index,
+            where=f"{self.id} {self._sample(index)}",
+            hint="Replace or remove it, or pass skip_bad=True.",
+        )
         return Sample(sample_id=row.file, image=image, texts=row.texts)
 
     @property
     def content_hash(self) -> str:
-        if self._hash is None:  # reads every image once; cached for this object
-            self._hash = content_digest(
-                (row.file, self._read(i), row.texts) for i, row in enumerate(self.rows)
-            )
-        return self._hash
+        return self._hash  # taken at open, over the bytes read then
 
     def captions(self) -> list[str]:
         return [row.texts[0] for row in self.rows]
 
     def with_options(self, **options: Any) -> Dataset:
         return open_local(str(self.folder), **{"skip_bad": self.skip_bad, **options})
+
+
+def _caption_problem(texts: tuple[str, ...] | None) -> str:
+    if not texts:
+        return "no caption"
+    if any(not t for t in texts):
+        return "empty caption"
+    longest = max(len(t) for t in texts)
+    if longest > MAX_CAPTION_CHARS:
+        return f"a caption of {longest:,} characters (at most {MAX_CAPTION_CHARS:,})"
+    return ""
+
+
+def _image_problem(data: bytes) -> str:
+    try:
+        decode_image(data, index=0)
+    except BadImageError as bad:
+        return bad.problem
+    return ""
 
 
 def open_local(path: str, skip_bad: bool = False, **options: Any) -> LocalFolderDataset:
@@ -232,9 +280,14 @@ def open_local(path: str, skip_bad: bool = False, **options: Any) -> LocalFolder
             f"local datasets take the option skip_bad only (got {', '.join(options)})"
         )
     folder = Path(os.path.expanduser(path))
-    if not folder.is_dir():
-        raise DatasetError(f"local dataset folder '{path}' does not exist. Check the path.")
-    if not any((folder / n).is_file() for n in CAPTION_FILES):
+    try:
+        found = folder.is_dir() and [n for n in CAPTION_FILES if (folder / n).is_file()]
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        why = getattr(exc, "strerror", None) or exc
+        raise DatasetError(f"cannot use the folder path '{shown(path)}' ({why}).") from None
+    if found is False:
+        raise DatasetError(f"local dataset folder '{shown(path)}' does not exist. Check the path.")
+    if not found:
         raise DatasetError(
             f"'{path}' has neither captions.jsonl nor captions.csv. Add one "
             '(a line per image: {"file": "0001.png", "caption": "..."}); see docs/datasets.md.'

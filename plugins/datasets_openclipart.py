@@ -17,8 +17,9 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
+from prh_bench.images import decode_image
 
-from .datasets_local import content_digest, decode_rgb
+from .datasets_local import content_digest
 
 DATA_DIR = "data/openclipart-1024"
 #: the version of the shipped data; bump it whenever the build changes what is stored
@@ -79,7 +80,9 @@ class OpenclipartDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         rec = self.records[index]
-        image = decode_rgb(self._bytes(index), f"{self.id} sample {index} ({rec['file']})")
+        where = f"{self.id} sample {index} ({rec['file']})"
+        image = decode_image(self._bytes(index), index=index, where=where,
+                             hint="Reinstall prh-bench.")  # fmt: skip
         return Sample(sample_id=rec["sample_id"], image=image, texts=(rec["caption"],))
 
     def metadata(self, index: int) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
+from prh_bench.images import decode_image
 
-from .datasets_local import content_digest, decode_rgb
+from .datasets_local import content_digest
 from .hub import hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
@@ -167,7 +168,7 @@ class WitDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         row = self.rows[index]
         data = self._image_bytes(index, row["image"])
-        image = decode_rgb(data, f"{self.id} sample {index}")
+        image = decode_image(data, index=index, where=f"{self.id} sample {index}")
         return Sample(sample_id=f"{self.id}-{index:04d}", image=image,
                       texts=self._texts(index, row["text"]))  # fmt: skip
 

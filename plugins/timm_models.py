@@ -16,6 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
+from prh_bench.images import require_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,7 @@ class ImageCollator:
     def __call__(self, samples: list[Sample]) -> torch.Tensor:
         import torch
 
-        return torch.stack([self.transform(s.image.convert("RGB")) for s in samples])
+        return torch.stack([self.transform(require_rgb(s.image, s.sample_id)) for s in samples])
 
 
 class HookedVisionModel(LoadedModel):

@@ -10,13 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 import prh_bench
-from prh_bench import DatasetError, get_dataset
+from prh_bench import DatasetError, Sample, get_dataset
 from prh_bench.cli import cli
+from prh_bench.images import BadImageError, decode_image
 from prh_bench.plugins import reset
 
 
@@ -327,3 +330,152 @@ def test_listing_datasets_does_not_import_heavy_libraries():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "openclipart-1024" in proc.stdout
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- image decoding: prh_bench.images, the one guard every dataset uses -----------------
+
+
+def saved(img: Image.Image, path: Path, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+def gradient16() -> np.ndarray:
+    """A 64 x 64 16-bit ramp over the whole range, 0 to 65535."""
+    return np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "opens_as", "stored"),
+    [
+        ("g.png", "I;16", lambda a: a),
+        ("g.tif", "I;16B", lambda a: a.astype(">u2")),
+        ("g.pgm", "I", lambda a: a),  # Pillow opens a 16-bit PGM as 32-bit I
+    ],
+)
+def test_16_bit_grey_keeps_its_gradient(tmp_path, name, opens_as, stored):
+    path = saved(Image.fromarray(stored(gradient16())), tmp_path / name)
+    assert Image.open(path).mode == opens_as
+    rgb = decode_image(path, index=0)
+    assert rgb.mode == "RGB"
+    pixels = np.asarray(rgb)
+    expected = (gradient16() >> 8).astype(np.uint8)  # the high byte, as Pillow does for colour
+    for channel in range(3):
+        np.testing.assert_array_equal(pixels[..., channel], expected)
+    assert len(np.unique(pixels)) == 256  # every level, not a clamped two-level image
+
+
+def test_modes_decode_as_the_reference_converts_them(tmp_path):
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    palette.paste(1, (0, 0, 4, 8))
+    cases = {
+        "p.png": (saved(palette, tmp_path / "p.png", transparency=0), [(0, 255, 0), (255, 0, 0)]),
+        "rgba.png": (saved(Image.new("RGBA", (8, 8), (10, 20, 30, 0)), tmp_path / "rgba.png"),
+                     [(10, 20, 30)] * 2),  # alpha dropped, as .convert("RGB") does
+        "la.png": (saved(Image.new("LA", (8, 8), (100, 50)), tmp_path / "la.png"),
+                   [(100, 100, 100)] * 2),
+        "1.png": (saved(Image.new("1", (8, 8), 1), tmp_path / "1.png"), [(255, 255, 255)] * 2),
+    }  # fmt: skip
+    assert Image.open(cases["p.png"][0]).info.get("transparency") == 0
+    for name, (path, (left, right)) in cases.items():
+        rgb = decode_image(path, index=0)
+        assert rgb.mode == "RGB", name
+        assert (rgb.getpixel((0, 0)), rgb.getpixel((7, 0))) == (left, right), name
+
+
+def test_cmyk_jpeg_decodes_to_its_colour(tmp_path):
+    path = saved(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), tmp_path / "c.jpg", quality=95)
+    assert Image.open(path).mode == "CMYK"
+    red = np.asarray(decode_image(path, index=0)).astype(int)
+    assert np.abs(red - [255, 0, 0]).max() <= 8
+
+
+def test_exif_transpose_is_an_option(tmp_path):
+    img = Image.new("RGB", (20, 10), "red")
+    exif = img.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees
+    path = saved(img, tmp_path / "o.jpg", exif=exif)
+    assert decode_image(path, index=0).size == (20, 10)
+    assert decode_image(path, index=0, exif_transpose=True).size == (10, 20)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A real PNG of ``width`` x ``height`` 1-bit pixels whose data stops after one row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = zlib.compress(bytes(1 + (width + 7) // 8))
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", ihdr) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+def refusal(source, index: int = 7) -> str:
+    with pytest.raises(BadImageError) as err:
+        decode_image(source, index=index)
+    message = str(err.value)
+    assert message.startswith(f"sample {index}: ") and "\n" not in message
+    assert isinstance(err.value, DatasetError) and err.value.problem in message
+    return message
+
+
+def test_hostile_images_are_refused_from_the_header(tmp_path, monkeypatch):
+    thin = saved(Image.new("L", (60000, 1)), tmp_path / "thin.png")
+    assert thin.stat().st_size < 1000  # a few hundred bytes that would resize to gigabytes
+    assert "extreme aspect ratio (60000 x 1" in refusal(thin)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(30000, 30000))  # 900 megapixels: Pillow's own bomb error
+    assert "decompression bomb" in refusal(bomb)
+    assert "too large (9000 x 9000" in refusal(png_header(9000, 9000))  # our MAX_PIXELS
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: only a warning
+    assert "decompression bomb" in refusal(saved(Image.new("L", (40, 40)), tmp_path / "w.png"))
+
+
+def test_corrupt_and_unsupported_images_are_refused(tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    whole = saved(noise, tmp_path / "n.png").read_bytes()
+    assert "corrupt" in refusal(whole[: len(whole) // 2])  # truncated inside the pixel data
+    assert "corrupt" in refusal(b"not an image at all")
+    assert "corrupt" in refusal(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")  # no gs
+    floats = saved(Image.new("F", (8, 8), 0.5), tmp_path / "f.tif")
+    assert "32-bit float image (mode F)" in refusal(floats)
+    wide = saved(Image.new("I", (8, 8), 70000), tmp_path / "i.tif")
+    assert "outside the 16-bit range" in refusal(wide)
+    assert "cannot read it" in refusal(tmp_path / "missing.png")
+
+
+def test_collators_refuse_an_image_that_is_not_rgb():
+    from prh_bench_plugins.timm_models import ImageCollator
+
+    collate = ImageCollator(lambda image: torch.zeros(3, 2, 2))
+    assert collate([Sample("ok", Image.new("RGB", (4, 4)), ("x",))]).shape == (1, 3, 2, 2)
+    with pytest.raises(DatasetError, match=r"^grey-7: the dataset gave a L image, not RGB"):
+        collate([Sample("grey-7", Image.new("L", (4, 4)), ("x",))])
+
+
+def test_every_dataset_decodes_through_the_one_guard(tmp_path):
+    thin = saved(Image.new("L", (60000, 1)), tmp_path / "thin.png").read_bytes()
+    folder = make_folder(tmp_path, [{"file": "t.png", "caption": "thin"}], {"t.png": thin})
+    with pytest.raises(BadImageError, match=r"sample 0 \(row 1, t.png\): extreme aspect"):
+        get_dataset(str(folder))[0]
+    pytest.importorskip("datasets")
+    saved_wit = save_wit_like(tmp_path)
+    import datasets
+
+    rows = datasets.load_from_disk(str(saved_wit)).cast_column(
+        "image", datasets.Image(decode=False)
+    )
+    rows = rows.map(lambda r, i: {"image": {"bytes": thin, "path": None}} if i == 1 else r,
+                    with_indices=True)  # fmt: skip
+    rows.save_to_disk(str(tmp_path / "hostile"))
+    wit = get_dataset("wit_1024", path=str(tmp_path / "hostile"))
+    assert wit[0].image.mode == "RGB"
+    with pytest.raises(BadImageError, match=r"^wit_1024 sample 1: extreme aspect"):
+        wit[1]
