@@ -124,7 +124,7 @@ def read_rows(captions_path: Path) -> list[tuple[int, str, tuple[str, ...] | Non
             out.append((number, rec.get("file") or "?", _texts(rec.get("caption") or ""), ""))
     except csv.Error as exc:  # e.g. a field over csv's size limit: a quote left open
         raise DatasetError(
-            f"{captions_path} line {reader.line_num}: {exc}. A caption may have at most "
+            f"{captions_path} row {len(out) + 1}: {exc}. A caption may have at most "
             f'{MAX_CAPTION_CHARS:,} characters; look for a quote (") left open.'
         ) from None
     return out
@@ -172,8 +172,9 @@ class LocalFolderDataset(Dataset):
             numbers = ", ".join(s.split(" row ", 1)[1].split(" ")[0] for s in self.skipped[:10])
             more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
             log.warning(
-                "%s: skipped %d bad row(s) of %d (rows %s%s); first: %s",
-                self.id, len(self.skipped), len(rows), numbers, more, self.skipped[0],
+                "%s: skipped %d bad row(s) of %d (%s %s%s); first: %s",
+                self.id, len(self.skipped), len(rows), "row" if len(self.skipped) == 1 else "rows",
+                numbers, more, self.skipped[0],
             )  # fmt: skip
         if not self.rows:
             raise DatasetError(f"{self.id}: every row is bad ({self.skipped[0]}).")

@@ -479,3 +479,119 @@ def test_every_dataset_decodes_through_the_one_guard(tmp_path):
     assert wit[0].image.mode == "RGB"
     with pytest.raises(BadImageError, match=r"^wit_1024 sample 1: extreme aspect"):
         wit[1]
+
+
+# --- hostile local folders: each class of bad input is one line naming the row -------------
+
+
+def hostile_rows(folder: Path) -> dict[str, str]:
+    """One bad row of each kind (file field -> the problem it must report); makes the files."""
+    os.symlink("loop.png", folder / "loop.png")  # a link to itself
+    (folder / "thin.png").write_bytes(png_header(60000, 1))
+    (folder / "bomb.png").write_bytes(png_header(30000, 30000))
+    Image.fromarray(gradient16()).save(folder / "sixteen.png")
+    return {
+        "loop.png": "a symlink loop",
+        "a\x00b.png": "the file name contains a NUL byte",
+        "x" * 5000 + ".png": "unusable path (File name too long)",
+        "thin.png": "extreme aspect ratio",  # found at open with skip_bad, else when read
+        "bomb.png": "decompression bomb",
+    }
+
+
+def test_local_hostile_paths_are_one_line_each(tmp_path):
+    folder = make_folder(tmp_path, [], {"a.png": png_bytes("red")})
+    for file, problem in hostile_rows(folder).items():
+        if problem.startswith(("extreme", "decompression")):
+            continue  # image problems: see the skip_bad test below
+        (folder / "captions.jsonl").write_text(
+            json.dumps({"file": "a.png", "caption": "red"}) + "\n"
+            + json.dumps({"file": file, "caption": "bad"}) + "\n"
+        )  # fmt: skip
+        with pytest.raises(DatasetError) as err:
+            get_dataset(str(folder))
+        message = str(err.value)
+        assert "row 2 (" in message and problem in message and "skip_bad" in message
+        assert "\n" not in message and "\x00" not in message and len(message) < 400
+
+
+def test_local_nul_in_a_csv_path_and_huge_captions(tmp_path):
+    folder = tmp_path / "csvset"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png_bytes("red"))
+    captions = folder / "captions.csv"
+    captions.write_text("file,caption\na.png,red\na\x00b.png,nul\n")
+    with pytest.raises(DatasetError, match=r"row 2 \(a\\x00b.png\): the file name contains a NUL"):
+        get_dataset(str(folder))
+    captions.write_text(f"file,caption\na.png,red\na.png,{'long ' * 4000}\n")  # 20,000 characters
+    with pytest.raises(DatasetError, match=r"row 2 \(a.png\): a caption of 19,999 characters"):
+        get_dataset(str(folder))
+    captions.write_text(f'file,caption\na.png,red\na.png,"{"x" * 200_000}"\n')  # over csv's limit
+    with pytest.raises(DatasetError) as err:
+        get_dataset(str(folder))
+    message = str(err.value)
+    assert "captions.csv row 2: field larger than field limit" in message
+    assert "quote" in message and "\n" not in message
+    captions.write_text('file,caption\na.png,"an open quote\n' + "b.png,second row\n" * 30_000)
+    with pytest.raises(DatasetError, match="left open"):
+        get_dataset(str(folder))  # the quote swallows 480,000 characters: over csv's limit
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[" * 100_000, "not a JSON object (nested too deeply)"),
+        ('{"file": "a.png", "caption": ' + "[" * 100_000, "nested too deeply"),
+        ('{"file": "a.png", "n": ' + "9" * 5000 + "}", "not a JSON object (Exceeds the limit"),
+    ],
+)
+def test_local_hostile_json_lines_are_one_line(tmp_path, line, problem):
+    folder = make_folder(
+        tmp_path, [{"file": "a.png", "caption": "red"}], {"a.png": png_bytes("red")}
+    )
+    with open(folder / "captions.jsonl", "a") as f:
+        f.write(line + "\n")
+    with pytest.raises(DatasetError) as err:
+        get_dataset(str(folder))
+    assert "row 2" in str(err.value) and problem in str(err.value)
+
+
+def test_local_folder_path_too_long_or_with_nul(tmp_path):
+    with pytest.raises(DatasetError, match="cannot use the folder path .*File name too long"):
+        get_dataset(f"local:{tmp_path / ('x' * 5000)}")
+    with pytest.raises(DatasetError, match="does not exist"):
+        get_dataset(f"local:{tmp_path}/a\x00b")
+
+
+def test_local_skip_bad_leaves_out_every_hostile_row_in_one_warning(tmp_path, caplog):
+    folder = make_folder(tmp_path, [], {"a.png": png_bytes("red"), "b.png": png_bytes("blue")})
+    bad = hostile_rows(folder)
+    rows = [{"file": "a.png", "caption": "red"}]
+    rows += [{"file": f, "caption": "bad"} for f in bad]
+    rows += [
+        {"file": "sixteen.png", "caption": "a grey ramp"},
+        {"file": "b.png", "caption": "blue"},
+    ]
+    (folder / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="prh_bench.datasets"):
+        ds = get_dataset(str(folder), skip_bad=True)
+    assert ds.captions() == ["red", "a grey ramp", "blue"]
+    assert len(ds.skipped) == len(bad)
+    for skipped, problem in zip(ds.skipped, bad.values(), strict=True):
+        assert problem in skipped
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "skipped 5 bad row(s) of 8 (rows 2, 3, 4, 5, 6)" in line and "\n" not in line
+    assert len(np.unique(np.asarray(ds[1].image))) == 256  # the 16-bit ramp is no bad row
+
+
+def test_local_repeated_images_are_named_in_one_warning(tmp_path, caplog):
+    red = png_bytes("red")
+    files = {"a.png": red, "b.png": png_bytes("blue"), "copy.png": red}
+    rows = [{"file": "a.png", "caption": "red"}, {"file": "b.png", "caption": "blue"},
+            {"file": "copy.png", "caption": "red again"}, {"file": "a.png", "caption": "red 3"}]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="prh_bench.datasets"):
+        ds = get_dataset(str(make_folder(tmp_path, rows, files)))
+    assert len(ds) == 4 and ds.repeats == [(0, 2), (0, 3)]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "2 sample(s) repeat an earlier sample's image" in line
+    assert "sample 2 (row 3, copy.png) repeats sample 0 (row 1, a.png)" in line
