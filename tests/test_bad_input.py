@@ -111,6 +111,65 @@ def test_empty_caption_names_row_and_file(tiny):
     assert "2.png" in line and "caption" in line and "row 3" in line
 
 
+def thin_png() -> bytes:
+    """60000 x 1 pixels in a few hundred bytes: a model's resize would allocate gigabytes."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (60000, 1)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_hostile_image_in_a_run_is_one_line(tiny):
+    rows = [{"file": f"{i}.png", "caption": f"red {i}"} for i in range(6)]
+    folder = local_set(tiny / "set", rows)
+    (folder / "3.png").write_bytes(thin_png())
+    line = one_error_line(run(tiny, "--dataset", f"local:{folder}", "--topk", "2"))
+    assert "sample 3 (row 4, 3.png): extreme aspect ratio (60000 x 1" in line
+    assert "skip_bad=True" in line
+
+
+def test_hostile_images_are_skipped_with_skip_bad(tiny, caplog):
+    from test_datasets import png_header
+
+    rows = [{"file": f"{i}.png", "caption": f"red {i}"} for i in range(6)]
+    folder = local_set(tiny / "set", rows)
+    (folder / "1.png").write_bytes(png_header(30000, 30000))  # a decompression bomb
+    (folder / "4.png").write_bytes(thin_png())
+    shown = prh("datasets", "show", str(folder), "-o", "skip_bad=true")
+    assert shown.exit_code == 0 and "4 samples" in shown.output
+    [warning] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "skipped 2 bad row(s) of 6 (rows 2, 5)" in warning
+    assert "row 2 (1.png): a possible decompression bomb" in warning
+    assert "Traceback" not in shown.output
+
+
+def test_16_bit_images_score_as_their_8_bit_twins(tiny):
+    """No silent wrong result: a 16-bit PNG decodes to its 8-bit content, not to white."""
+    import numpy as np
+    from PIL import Image
+
+    rows = [{"file": f"{i}.png", "caption": f"grey pattern {i}"} for i in range(8)]
+    eight, sixteen = tiny / "eight", tiny / "sixteen"
+    for folder in (eight, sixteen):
+        folder.mkdir()
+        (folder / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(8):
+        levels = (np.arange(256).reshape(16, 16) * (i + 1) + 37 * i) % 256
+        Image.fromarray(levels.astype(np.uint8)).save(eight / f"{i}.png")
+        deep = levels * 256 + 100  # the same picture, 16 bits a sample (any low byte)
+        Image.fromarray(deep.astype(np.uint16)).save(sixteen / f"{i}.png")
+    assert Image.open(sixteen / "0.png").mode == "I;16"
+    for folder in (eight, sixteen):
+        result = run(tiny, "--dataset", f"local:{folder}", "--topk", "2", output=folder.name)
+        assert result.exit_code == 0, result.output
+    first = prh_bench.load_results(tiny / "eight")
+    second = prh_bench.load_results(tiny / "sixteen")
+    assert len(first) and list(first["value"]) == list(second["value"])
+
+
 def test_truncated_cache_file_is_recomputed(tiny):
     assert run(tiny, output="first").exit_code == 0
     [feature_file] = list((tiny / "cache").glob("features/*/tiny--pixels-a/*.safetensors"))
