@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
-from prh_bench.images import MAX_FILE_BYTES, BadImageError, decode_image
+from prh_bench.images import BadImageError, decode_image, read_image_file
 
 log = logging.getLogger("prh_bench.datasets")
 
@@ -218,15 +218,11 @@ class LocalFolderDataset(Dataset):
         return ""
 
     def _bytes(self, file: str) -> tuple[bytes, str]:
-        """(the file's bytes, "") or (b"", the problem): read at most MAX_FILE_BYTES + 1."""
+        """(the file's bytes, "") or (b"", the problem)."""
         try:
-            with open(self.folder / file, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            return b"", f"cannot read it ({exc.strerror or exc})"
-        if len(data) > MAX_FILE_BYTES:
-            return b"", f"a file over {MAX_FILE_BYTES // 2**20} MiB, too large for an image"
-        return data, ""
+            return read_image_file(self.folder / file, index=0), ""
+        except BadImageError as bad:
+            return b"", bad.problem
 
     def __len__(self) -> int:
         return len(self.rows)

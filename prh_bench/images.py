@@ -25,6 +25,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .errors import DatasetError
@@ -41,6 +43,8 @@ MAX_FILE_BYTES = 256 * 2**20
 #: bump when a rule below changes what an image decodes to (feature caches depend on it)
 DECODE_VERSION = "2"
 
+#: what an error says to do, unless the caller knows better
+HINT = "Replace or remove it."
 #: modes Pillow converts to RGB correctly
 _CONVERTIBLE = {"1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA", "RGBa"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -61,7 +65,7 @@ def decode_image(
     *,
     index: int,
     where: str = "",
-    hint: str = "Replace or remove it.",
+    hint: str = HINT,
     exif_transpose: bool = False,
 ) -> Image.Image:
     """Decode ``source`` (image bytes or a file path) to an 8-bit RGB image.
@@ -70,16 +74,30 @@ def decode_image(
     says what to do; ``exif_transpose`` applies the EXIF orientation first. Raises
     ``BadImageError`` (a ``DatasetError``) for any image this module refuses.
     """
-    try:
+    with _naming(index, where, hint):
         return _decode(_read(source), exif_transpose)
+
+
+def read_image_file(
+    path: str | os.PathLike[str], *, index: int, where: str = "", hint: str = HINT
+) -> bytes:
+    """The bytes of an image file, never more than ``MAX_FILE_BYTES`` read (else refused)."""
+    with _naming(index, where, hint):
+        return _read(path)
+
+
+class _Refused(Exception):
+    """Why an image is refused; ``_naming`` adds which sample it is."""
+
+
+@contextmanager
+def _naming(index: int, where: str, hint: str) -> Iterator[None]:
+    try:
+        yield
     except _Refused as refused:
         error = BadImageError(f"{where or f'sample {index}'}: {refused}. {hint}")
         error.problem = str(refused)
         raise error from None
-
-
-class _Refused(Exception):
-    """Why an image is refused; ``decode_image`` adds which sample it is."""
 
 
 def _read(source: bytes | str | os.PathLike[str]) -> bytes:
@@ -94,7 +112,7 @@ def _read(source: bytes | str | os.PathLike[str]) -> bytes:
         except ValueError as exc:  # a NUL byte in the path
             raise _Refused(f"cannot read it ({exc})") from None
     if len(data) > MAX_FILE_BYTES:
-        raise _Refused(f"a file over {MAX_FILE_BYTES // 2**20} MiB, too large for an image")
+        raise _Refused(f"a file over {MAX_FILE_BYTES:,} bytes, too large for an image")
     return data
 
 

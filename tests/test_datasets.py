@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import prh_bench
+import prh_bench.images
 from prh_bench import DatasetError, Sample, get_dataset
 from prh_bench.cli import cli
 from prh_bench.images import BadImageError, decode_image
@@ -436,6 +437,9 @@ def test_hostile_images_are_refused_from_the_header(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: only a warning
     assert "decompression bomb" in refusal(saved(Image.new("L", (40, 40)), tmp_path / "w.png"))
+    monkeypatch.setattr(prh_bench.images, "MAX_FILE_BYTES", 50)
+    for big_file in (thin, thin.read_bytes()):
+        assert "a file over 50 bytes" in refusal(big_file)
 
 
 def test_corrupt_and_unsupported_images_are_refused(tmp_path):
