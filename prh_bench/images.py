@@ -40,7 +40,8 @@ MAX_PIXELS = 50_000_000
 MAX_ASPECT = 50
 #: the largest image file read (an uncompressed 50-megapixel RGBA image is 200 MB)
 MAX_FILE_BYTES = 256 * 2**20
-#: bump when a rule below changes what an image decodes to (feature caches depend on it)
+#: bump when a rule below changes what an image decodes to; a feature-cache key that
+#: includes it recomputes features made under older rules
 DECODE_VERSION = "2"
 
 #: what an error says to do, unless the caller knows better
