@@ -149,6 +149,7 @@ class LocalFolderDataset(Dataset):
         self.rows: list[Row] = []
         digest = ContentDigest()
         first_with: dict[str, int] = {}  # image bytes' SHA-256 -> the first sample holding them
+        skipped_rows: list[int] = []
         for number, file, texts, problem in rows:
             data = b""
             problem = problem or _caption_problem(texts) or self._path_problem(file)
@@ -161,6 +162,7 @@ class LocalFolderDataset(Dataset):
                 if not skip_bad:
                     raise DatasetError(f"{where}: {problem}. Fix the row or pass skip_bad=True.")
                 self.skipped.append(f"{where}: {problem}")
+                skipped_rows.append(number)
                 continue
             index = len(self.rows)
             self.rows.append(Row(number, file, texts or ()))
@@ -169,7 +171,7 @@ class LocalFolderDataset(Dataset):
             if earlier != index:
                 self.repeats.append((earlier, index))
         if self.skipped:
-            numbers = ", ".join(s.split(" row ", 1)[1].split(" ")[0] for s in self.skipped[:10])
+            numbers = ", ".join(str(n) for n in skipped_rows[:10])
             more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
             log.warning(
                 "%s: skipped %d bad row(s) of %d (%s %s%s); first: %s",
