@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prh_bench import InvalidInputError, align_layers, clamp_outliers, get_metric
-from prh_bench.align import quantile_threshold
+from prh_bench.align import permutation_null, prepare_states, preprocess, quantile_threshold, sweep
 
 import reference_formulas as ref
 
@@ -146,3 +146,88 @@ def test_nan_layer_names_layer_and_sample():
     a[4, 2, 1] = float("nan")
     with pytest.raises(InvalidInputError, match="feats_a layer 2 contains NaN or inf .*index 4"):
         align_layers(a, torch.randn(10, 2, 4), "mutual_knn", topk=3)
+
+
+def reference_null(layers_a, layers_b, formula, permutations, seed, **params):
+    """The shuffled-pairs floor by hand: each permutation reorders B's samples (the same
+    seeded torch draws), then the best score over all layer pairs, from scratch."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(permutations):
+        perm = torch.randperm(layers_b[0].shape[0], generator=g)
+        values.append(max(formula(x, y[perm], **params) for x in layers_a for y in layers_b))
+    return values
+
+
+@pytest.mark.parametrize(
+    "name,params,formula",
+    [
+        ("mutual_knn", {"topk": 5}, ref.mutual_knn),
+        ("cka", {}, ref.cka),
+        ("cknna", {"topk": 5}, ref.cknna),
+    ],
+)
+def test_permutation_null_equals_the_shuffled_reference_sweep(name, params, formula):
+    metric = get_metric(name, **params)
+    # one seed: both models see the same shared structure, so the true pairing stands out
+    layers_a = preprocess(model_feats(n=40, layers=3, d=12, seed=11), "feats_a")
+    layers_b = preprocess(model_feats(n=40, layers=2, d=8, seed=11), "feats_b")
+    states_a, states_b = prepare_states(metric, layers_a), prepare_states(metric, layers_b)
+    _, observed, _ = sweep(metric, states_a, states_b)
+    null = permutation_null(metric, states_a, states_b, observed, permutations=12, seed=7)
+
+    expected = reference_null(layers_a, layers_b, formula, 12, 7, **params)
+    np.testing.assert_allclose(null.values, expected, atol=1e-6)
+    assert null.permutations == 12
+    assert null.mean == pytest.approx(np.mean(expected), abs=1e-6)
+    assert null.std == pytest.approx(np.std(expected), abs=1e-6)
+    assert null.p_value == (1 + sum(v >= observed for v in expected)) / (12 + 1)
+    # the same seed gives the same null; another seed another one
+    again = permutation_null(metric, states_a, states_b, observed, permutations=12, seed=7)
+    assert again.values == null.values
+    other = permutation_null(metric, states_a, states_b, observed, permutations=12, seed=8)
+    assert other.values != null.values
+
+
+def test_permutation_null_p_value_counts_ties_and_the_observed_itself():
+    metric = get_metric("mutual_knn", topk=5)
+    states_a = prepare_states(metric, preprocess(model_feats(n=40, layers=2, seed=13), "a"))
+    states_b = prepare_states(metric, preprocess(model_feats(n=40, layers=2, seed=14), "b"))
+    values = permutation_null(metric, states_a, states_b, 0.0, permutations=10, seed=3).values
+    assert len(set(values)) < len(values)  # kNN scores are discrete: some shuffles tie
+    for observed in [-1.0, 2.0, *set(values)]:  # below all, above all, tied with each value
+        null = permutation_null(metric, states_a, states_b, observed, permutations=10, seed=3)
+        at_least = sum(v >= observed for v in values)
+        assert null.p_value == (1 + at_least) / (10 + 1)
+        assert null.values == values
+    assert permutation_null(metric, states_a, states_b, -1.0, 10, seed=3).p_value == 1.0
+
+
+def test_permutation_null_permutes_the_pairing_not_the_features():
+    # B is A: the true pairing scores 1, every shuffled pairing is far below; permuting the
+    # features (columns) instead would leave every null value at 1
+    metric = get_metric("mutual_knn", topk=5)
+    layers = preprocess(model_feats(n=40, layers=2, seed=15), "feats")
+    states = prepare_states(metric, layers)
+    _, observed, _ = sweep(metric, states, states)
+    null = permutation_null(metric, states, states, observed, permutations=25, seed=0)
+    assert observed == 1.0
+    assert max(null.values) < 0.5
+    assert null.p_value == 1 / 26
+
+
+def test_permutation_null_without_permute_prepares_the_shuffled_layers(monkeypatch):
+    metric = get_metric("mutual_knn", topk=5)
+    layers_a = preprocess(model_feats(n=40, seed=16), "feats_a")
+    layers_b = preprocess(model_feats(n=40, seed=17), "feats_b")
+    states_a, states_b = prepare_states(metric, layers_a), prepare_states(metric, layers_b)
+    fast = permutation_null(metric, states_a, states_b, 0.5, permutations=10, seed=4)
+
+    def no_permute(self, state, perm):
+        raise NotImplementedError
+
+    monkeypatch.setattr(type(metric), "permute", no_permute)
+    slow = permutation_null(metric, states_a, states_b, 0.5, 10, seed=4, layers_b=layers_b)
+    assert slow == fast
+    with pytest.raises(InvalidInputError, match="^permutations must be >= 1, got 0$"):
+        permutation_null(metric, states_a, states_b, 0.5, permutations=0)
