@@ -444,12 +444,9 @@ def correlate(
     result_file: str, vision_model: str, metric: str, downstream: str | None, save: bool
 ) -> None:
     """Correlate language models' alignment to a vision model with their downstream scores."""
-    from pathlib import Path
-
     from .correlate import correlate as correlate_run
-    from .correlate import read_downstream_csv
+    from .correlate import format_ci, read_downstream_csv, save_correlations
     from .results import read_result
-    from .storage import atomic_write_text
 
     result = read_result(result_file)
     extra = read_downstream_csv(downstream) if downstream else None
@@ -460,18 +457,12 @@ def correlate(
             "give scores with --downstream FILE.csv."
         )
         return
-
-    def fmt(value: float | None, ci: tuple[float, float] | None) -> str:
-        if value is None:
-            return "n/a"
-        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
     rows = [
         {
             "downstream": r.downstream,
             "models": r.n_models,
-            "pearson r [95% CI]": fmt(r.pearson, r.pearson_ci),
-            "spearman rho [95% CI]": fmt(r.spearman, r.spearman_ci),
+            "pearson r [95% CI]": format_ci(r.pearson, r.pearson_ci),
+            "spearman rho [95% CI]": format_ci(r.spearman, r.spearman_ci),
             "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
         }
         for r in records
@@ -479,13 +470,7 @@ def correlate(
     click.echo(f"{metric} alignment to {records[0].vision_model} vs downstream scores\n")
     click.echo(_table(rows, ""))
     if save:
-        kept = [
-            c
-            for c in result.correlations
-            if (c.vision_model, c.metric) != (records[0].vision_model, metric)
-        ]
-        result.correlations = kept + records
-        atomic_write_text(Path(result_file), result.model_dump_json(indent=1) + "\n")
+        save_correlations(result, result_file, records)
         click.echo(f"\nstored in {result_file}")
 
 
@@ -548,26 +533,9 @@ def downstream() -> None:
 @click.option("--model", help="The model id, when the files do not say it.")
 def downstream_import(files: tuple[str, ...], output: str, model: str | None) -> None:
     """Import lm-evaluation-harness result JSON files into a downstream CSV."""
-    import csv
-    import io
-    from pathlib import Path
+    from .correlate import import_lm_eval
 
-    from .correlate import read_downstream_csv, read_lm_eval_json
-    from .storage import atomic_write_text
-
-    table = read_downstream_csv(output) if Path(output).exists() else {}
-    count = 0
-    for f in files:
-        model_id, scores = read_lm_eval_json(f, model)
-        table.setdefault(model_id, {}).update(scores)
-        count += len(scores)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["model", "metric", "value", "source"])
-    for model_id in sorted(table):
-        for metric_name, d in sorted(table[model_id].items()):
-            writer.writerow([model_id, metric_name, d.value, d.source])
-    atomic_write_text(Path(output), buffer.getvalue())
+    count = import_lm_eval(files, output, model)
     click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
 
 
