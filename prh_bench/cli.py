@@ -575,7 +575,7 @@ def leaderboard_build(
     title: str | None,
 ) -> None:
     """Build the static site from result files or folders (default: leaderboard/results/)."""
-    from .leaderboard import DEFAULT_SETTINGS, build_site, load_settings
+    from .site import DEFAULT_SETTINGS, build_site, load_settings
 
     if settings_file is None and DEFAULT_SETTINGS.is_file():
         settings_file = str(DEFAULT_SETTINGS)
@@ -598,7 +598,7 @@ def leaderboard_build(
 @click.option("--port", default=8000, show_default=True, type=int, help="The port (0: any free).")
 def leaderboard_serve(site: str, port: int) -> None:
     """Preview a built site on http://127.0.0.1:PORT/ (Ctrl-C stops it)."""
-    from .leaderboard import make_server
+    from .site import make_server
 
     server = make_server(site, port)
     click.echo(f"serving {site} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")

@@ -13,16 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from prh_bench.leaderboard import (
-    SITE_MARKER,
-    LeaderboardError,
-    SiteSettings,
-    build_site,
-    load_settings,
-    make_server,
-    safe_url,
-    slugify,
-)
 from prh_bench.results import (
     DatasetRecord,
     Downstream,
@@ -33,6 +23,16 @@ from prh_bench.results import (
     ScoreRecord,
     write_result,
 )
+from prh_bench.site import (
+    SITE_MARKER,
+    LeaderboardError,
+    SiteSettings,
+    build_site,
+    load_settings,
+    make_server,
+    safe_url,
+)
+from prh_bench.storage import slug as slugify
 
 HOSTILE = "<script>alert(1)</script>"
 REFERENCE = "vit_large_patch14_dinov2.lvd142m"
@@ -424,7 +424,7 @@ def test_rebuild_replaces_a_site_but_never_a_foreign_folder(results_dir, tmp_pat
 
 
 def test_failed_build_leaves_the_previous_site(results_dir, tmp_path, monkeypatch):
-    import prh_bench.leaderboard as lb
+    import prh_bench.site.build as lb
 
     site = tmp_path / "site"
     build_site([results_dir], site, FAST)
@@ -465,7 +465,7 @@ def test_settings_file(tmp_path):
     with pytest.raises(LeaderboardError, match="unknown key 'titel'; known keys: "):
         load_settings(path)
     path.write_text("bootstrap_resamples = 'many'\n")
-    with pytest.raises(LeaderboardError, match="'bootstrap_resamples' must be a int"):
+    with pytest.raises(LeaderboardError, match="line 1: key 'bootstrap_resamples' must be an integer"):
         load_settings(path)
     path.write_text("title = \n")
     with pytest.raises(LeaderboardError, match="malformed TOML"):

@@ -164,8 +164,8 @@ def test_hook_register_executors(fresh_plugins, run_cli):
 
 
 def test_hook_prepare_jinja2_environment(fresh_plugins):
-    from prh_bench.leaderboard import make_environment
     from prh_bench.results import ModelRecord
+    from prh_bench.site import make_environment
 
     def prepare_jinja2_environment(env):
         env.filters["shout"] = lambda text: f"{text.upper()}!"
