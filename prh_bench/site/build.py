@@ -305,7 +305,8 @@ def build_site(
             out[b.heatmap] = draw_heatmap(b)
         add_correlations(b, settings.bootstrap_resamples)
         for corr in b.correlations:
-            out[corr.figure] = draw_scatter(b, corr)
+            if corr.figure:  # a saved correlation has no points to draw
+                out[corr.figure] = draw_scatter(b, corr)
     out.update(_data_files(datasets, boards))
     for ds in datasets:
         for path, run in ds.merged.runs:

@@ -171,9 +171,10 @@ class Correlation:
     spearman: float | None
     spearman_ci: tuple[float, float] | None
     p_value: float | None
-    figure: str
+    figure: str  # "" for a saved correlation: its points are not in the results
     lower_is_better: bool
     points: dict[str, float]  # language model -> downstream value
+    saved_in: str | None = None  # the run whose file holds it (``prh-bench correlate --save``)
 
 
 @dataclass
@@ -329,16 +330,49 @@ def add_correlations(board: Board, resamples: int) -> None:
                 spearman_ci=record.spearman_ci,
                 p_value=record.p_value,
                 figure=f"figures/scatter-{board.slug}-{slug(name)}.svg",
-                lower_is_better=name == "bpb" or name.endswith("bpb") or "perplexity" in name,
+                lower_is_better=_lower_is_better(name),
                 points={m: downstream[m][name] for m in record.models},
             )
         )
+    board.correlations += saved_correlations(board, {r.downstream for r in records})
     if not board.correlations:
         board.correlation_note = (
             f"A correlation needs a downstream score (bpb, HellaSwag, ...) for at least 3 of "
             f"the language models ranked against {board.reference.id}; "
             f"{len(board.language_rows)} are ranked and none has enough downstream scores."
         )
+
+
+def _lower_is_better(name: str) -> bool:
+    return name == "bpb" or name.endswith("bpb") or "perplexity" in name
+
+
+def saved_correlations(board: Board, computed: set[str]) -> list[Correlation]:
+    """Correlations ``prh-bench correlate --save`` stored in the board's runs, for its
+    reference and metric, of downstream scores the site does not know itself (they came from
+    a ``--downstream`` CSV); of several runs, the latest one's record of a name wins."""
+    if board.reference is None:
+        return []
+    found: dict[str, Correlation] = {}
+    for run in board.dataset.runs:  # oldest first
+        for c in run.correlations:
+            same = c.vision_model == board.reference.id and c.metric == board.metric.key
+            if not same or c.downstream in computed:
+                continue
+            found[c.downstream] = Correlation(
+                downstream=c.downstream,
+                n_models=c.n_models,
+                pearson=c.pearson,
+                pearson_ci=c.pearson_ci,
+                spearman=c.spearman,
+                spearman_ci=c.spearman_ci,
+                p_value=c.p_value,
+                figure="",
+                lower_is_better=_lower_is_better(c.downstream),
+                points={},
+                saved_in=run.run_id,
+            )
+    return [found[name] for name in sorted(found)]
 
 
 def default_board(boards: list[Board], default_dataset: str | None, default_metric: str) -> Board:
