@@ -445,7 +445,7 @@ def correlate(
 ) -> None:
     """Correlate language models' alignment to a vision model with their downstream scores."""
     from .correlate import correlate as correlate_run
-    from .correlate import format_ci, read_downstream_csv, save_correlations
+    from .correlate import read_downstream_csv, save_correlations, table_rows
     from .results import read_result
 
     result = read_result(result_file)
@@ -457,18 +457,8 @@ def correlate(
             "give scores with --downstream FILE.csv."
         )
         return
-    rows = [
-        {
-            "downstream": r.downstream,
-            "models": r.n_models,
-            "pearson r [95% CI]": format_ci(r.pearson, r.pearson_ci),
-            "spearman rho [95% CI]": format_ci(r.spearman, r.spearman_ci),
-            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
-        }
-        for r in records
-    ]
     click.echo(f"{metric} alignment to {records[0].vision_model} vs downstream scores\n")
-    click.echo(_table(rows, ""))
+    click.echo(_table(table_rows(records), ""))
     if save:
         save_correlations(result, result_file, records)
         click.echo(f"\nstored in {result_file}")
@@ -496,16 +486,13 @@ def correlate(
 )
 def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) -> None:
     """Compare a run with a baseline; exit 1 if a score moved or a baseline pair is missing."""
-    from pathlib import Path
-
     from .check import compare_runs
     from .results import read_result
-    from .storage import atomic_write_text
 
     report = compare_runs(read_result(baseline), read_result(new_file), tolerance)
     click.echo(_table(report.rows(), "Nothing to compare."))
     if markdown:
-        atomic_write_text(Path(markdown), report.markdown())
+        report.write_markdown(markdown)
     if report.ok:
         click.echo(f"\nOK: {len(report.changes)} scores within {tolerance}.")
         return
@@ -579,13 +566,9 @@ def leaderboard_build(
 
     if settings_file is None and DEFAULT_SETTINGS.is_file():
         settings_file = str(DEFAULT_SETTINGS)
-    settings = load_settings(settings_file)
-    if reference:
-        settings.reference_vision = reference
-    if metric:
-        settings.default_metric = metric
-    if title:
-        settings.title = title
+    settings = load_settings(settings_file).override(
+        reference_vision=reference, default_metric=metric, title=title
+    )
     report = build_site(results, output, settings, log=lambda m: click.echo(m, err=True))
     click.echo(
         f"wrote {report.output}: {len(report.pages)} pages for {', '.join(report.datasets)} "

@@ -283,6 +283,20 @@ def format_ci(value: float | None, ci: tuple[float, float] | None, digits: int =
     return f"{value:.{digits}f}" + (f" {format_interval(ci, digits)}" if ci else "")
 
 
+def table_rows(records: list[CorrelationRecord]) -> list[dict[str, Any]]:
+    """The rows ``prh-bench correlate`` prints, one per downstream metric."""
+    return [
+        {
+            "downstream": r.downstream,
+            "models": r.n_models,
+            "pearson r [95% CI]": format_ci(r.pearson, r.pearson_ci),
+            "spearman rho [95% CI]": format_ci(r.spearman, r.spearman_ci),
+            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
+        }
+        for r in records
+    ]
+
+
 def write_downstream_csv(path: str | Path, table: dict[str, dict[str, Downstream]]) -> None:
     """Write ``model,metric,value,source`` rows (sorted), atomically; ``read_downstream_csv``
     reads it back."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from ..config import check_types, read_toml
 from ..errors import PrhBenchError
@@ -31,6 +32,10 @@ class SiteSettings:
     default_dataset: str | None = None  # a dataset id; None: the one with the most models
     bootstrap_resamples: int = 2000  # for the correlation intervals
     templates: str | None = None  # a folder of template overrides (relative to site.toml)
+
+    def override(self, **values: Any) -> SiteSettings:
+        """These settings with the given values in place of theirs (None: keep theirs)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 def load_settings(path: str | os.PathLike[str] | None) -> SiteSettings:
