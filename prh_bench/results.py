@@ -1,8 +1,9 @@
 """Result files: one JSON document per run, a typed schema validated on read and on write.
 
 ``<output>/<dataset>/<run_id>.json``; docs/results-format.md documents every field.
-``load_results(paths)`` flattens any number of files into a pandas DataFrame with one row per
-(model pair, metric).
+``Results.read(paths)`` is the one collection of runs (the site and ``load_results`` read
+through it); ``load_results(paths)`` flattens any number of files into a pandas DataFrame
+with one row per (model pair, metric).
 """
 
 from __future__ import annotations
@@ -208,15 +209,6 @@ class DatasetResults:
     scores: dict[tuple[str, str], dict[tuple[str, str], tuple[ScoreRecord, RunResult]]] = field(
         default_factory=dict
     )
-
-    def select(self, metric: str) -> dict[tuple[str, str], ScoreRecord]:
-        """The merged scores of one metric (by name, any parameters) by (model_a, model_b)."""
-        return {
-            pair: score
-            for (name, _), scores in sorted(self.scores.items())
-            if name == metric
-            for pair, (score, _) in scores.items()
-        }
 
 
 @dataclass

@@ -10,8 +10,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..correlate import correlate_alignment, downstream_scores, is_control, largest
-from ..correlate import reference_matches as _reference_matches
+from ..correlate import (
+    correlate_alignment,
+    downstream_scores,
+    is_control,
+    largest,
+    reference_matches,
+)
 from ..results import DatasetResults, ModelRecord, Results, RunResult
 from ..storage import slug
 
@@ -126,7 +131,7 @@ def make_datasets(results: Results) -> list[Dataset]:
 
 def pick_reference(ds: Dataset, pattern: str) -> ModelRecord | None:
     """The vision model ``pattern`` names in ``ds``; of several matches, the largest."""
-    return largest(_reference_matches(ds.models.values(), pattern))
+    return largest(reference_matches(ds.models.values(), pattern))
 
 
 def control_for(ds: Dataset, model: ModelRecord) -> ModelRecord | None:
