@@ -7,10 +7,12 @@ leaderboard. Runs on different data (dataset id or content hash) are refused out
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from .errors import PrhBenchError
 from .results import RunResult
+from .storage import atomic_write_text
 
 
 class CheckError(PrhBenchError):
@@ -80,6 +82,10 @@ class CheckReport:
         else:
             lines.append(f"All {len(self.changes)} scores are within the tolerance.")
         return "\n".join(lines) + "\n"
+
+    def write_markdown(self, path: str | os.PathLike[str]) -> None:
+        """The markdown report (for a CI comment), written atomically."""
+        atomic_write_text(path, self.markdown())
 
 
 def _key(s) -> tuple[str, str, str, str]:

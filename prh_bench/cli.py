@@ -444,12 +444,9 @@ def correlate(
     result_file: str, vision_model: str, metric: str, downstream: str | None, save: bool
 ) -> None:
     """Correlate language models' alignment to a vision model with their downstream scores."""
-    from pathlib import Path
-
     from .correlate import correlate as correlate_run
-    from .correlate import read_downstream_csv
+    from .correlate import read_downstream_csv, save_correlations, table_rows
     from .results import read_result
-    from .storage import atomic_write_text
 
     result = read_result(result_file)
     extra = read_downstream_csv(downstream) if downstream else None
@@ -460,32 +457,10 @@ def correlate(
             "give scores with --downstream FILE.csv."
         )
         return
-
-    def fmt(value: float | None, ci: tuple[float, float] | None) -> str:
-        if value is None:
-            return "n/a"
-        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-    rows = [
-        {
-            "downstream": r.downstream,
-            "models": r.n_models,
-            "pearson r [95% CI]": fmt(r.pearson, r.pearson_ci),
-            "spearman rho [95% CI]": fmt(r.spearman, r.spearman_ci),
-            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
-        }
-        for r in records
-    ]
     click.echo(f"{metric} alignment to {records[0].vision_model} vs downstream scores\n")
-    click.echo(_table(rows, ""))
+    click.echo(_table(table_rows(records), ""))
     if save:
-        kept = [
-            c
-            for c in result.correlations
-            if (c.vision_model, c.metric) != (records[0].vision_model, metric)
-        ]
-        result.correlations = kept + records
-        atomic_write_text(Path(result_file), result.model_dump_json(indent=1) + "\n")
+        save_correlations(result, result_file, records)
         click.echo(f"\nstored in {result_file}")
 
 
@@ -511,16 +486,13 @@ def correlate(
 )
 def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) -> None:
     """Compare a run with a baseline; exit 1 if a score moved or a baseline pair is missing."""
-    from pathlib import Path
-
     from .check import compare_runs
     from .results import read_result
-    from .storage import atomic_write_text
 
     report = compare_runs(read_result(baseline), read_result(new_file), tolerance)
     click.echo(_table(report.rows(), "Nothing to compare."))
     if markdown:
-        atomic_write_text(Path(markdown), report.markdown())
+        report.write_markdown(markdown)
     if report.ok:
         click.echo(f"\nOK: {len(report.changes)} scores within {tolerance}.")
         return
@@ -548,26 +520,9 @@ def downstream() -> None:
 @click.option("--model", help="The model id, when the files do not say it.")
 def downstream_import(files: tuple[str, ...], output: str, model: str | None) -> None:
     """Import lm-evaluation-harness result JSON files into a downstream CSV."""
-    import csv
-    import io
-    from pathlib import Path
+    from .correlate import import_lm_eval
 
-    from .correlate import read_downstream_csv, read_lm_eval_json
-    from .storage import atomic_write_text
-
-    table = read_downstream_csv(output) if Path(output).exists() else {}
-    count = 0
-    for f in files:
-        model_id, scores = read_lm_eval_json(f, model)
-        table.setdefault(model_id, {}).update(scores)
-        count += len(scores)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["model", "metric", "value", "source"])
-    for model_id in sorted(table):
-        for metric_name, d in sorted(table[model_id].items()):
-            writer.writerow([model_id, metric_name, d.value, d.source])
-    atomic_write_text(Path(output), buffer.getvalue())
+    count = import_lm_eval(files, output, model)
     click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
 
 
@@ -607,17 +562,13 @@ def leaderboard_build(
     title: str | None,
 ) -> None:
     """Build the static site from result files or folders (default: leaderboard/results/)."""
-    from .leaderboard import DEFAULT_SETTINGS, build_site, load_settings
+    from .site import DEFAULT_SETTINGS, build_site, load_settings
 
     if settings_file is None and DEFAULT_SETTINGS.is_file():
         settings_file = str(DEFAULT_SETTINGS)
-    settings = load_settings(settings_file)
-    if reference:
-        settings.reference_vision = reference
-    if metric:
-        settings.default_metric = metric
-    if title:
-        settings.title = title
+    settings = load_settings(settings_file).override(
+        reference_vision=reference, default_metric=metric, title=title
+    )
     report = build_site(results, output, settings, log=lambda m: click.echo(m, err=True))
     click.echo(
         f"wrote {report.output}: {len(report.pages)} pages for {', '.join(report.datasets)} "
@@ -630,7 +581,7 @@ def leaderboard_build(
 @click.option("--port", default=8000, show_default=True, type=int, help="The port (0: any free).")
 def leaderboard_serve(site: str, port: int) -> None:
     """Preview a built site on http://127.0.0.1:PORT/ (Ctrl-C stops it)."""
-    from .leaderboard import make_server
+    from .site import make_server
 
     server = make_server(site, port)
     click.echo(f"serving {site} on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import io
 import json
+import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import PrhBenchError
-from .results import CorrelationRecord, Downstream, RunResult
+from .results import CorrelationRecord, Downstream, ModelRecord, RunResult
+from .storage import atomic_write_text
 
 
 class CorrelationError(PrhBenchError):
@@ -151,6 +155,71 @@ def correlation(
     return out
 
 
+CONTROL_TAGS = {"random-init", "control"}
+
+
+def is_control(model: ModelRecord) -> bool:
+    """A random-init (or other) control: a floor to compare with, never a reference."""
+    return bool(CONTROL_TAGS & set(model.tags))
+
+
+def reference_matches(models: Iterable[ModelRecord], pattern: str) -> list[ModelRecord]:
+    """The vision models ``pattern`` names, the one rule for the reference vision model: an
+    exact id names any vision model (a control too); otherwise the glob matches trained ones.
+    Where several match, the site ranks against the largest, and ``correlate`` asks for one."""
+    vision = [m for m in models if m.modality == "vision"]
+    exact = [m for m in vision if m.id == pattern]
+    return exact or [m for m in vision if not is_control(m) and fnmatch.fnmatchcase(m.id, pattern)]
+
+
+def largest(models: Iterable[ModelRecord]) -> ModelRecord | None:
+    """The model with the most parameters (ties: the last id), or None."""
+    return max(models, key=lambda m: (m.parameters or 0, m.id), default=None)
+
+
+def downstream_scores(model: ModelRecord) -> dict[str, float]:
+    """A model's finite downstream scores by name, its measured bpb included."""
+    values = {name: d.value for name, d in model.downstream.items()}
+    if model.bpb is not None:
+        values["bpb"] = model.bpb
+    return {k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def correlate_alignment(
+    alignment: dict[str, float],
+    downstream: dict[str, dict[str, float]],
+    vision_model: str,
+    metric: str,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> list[CorrelationRecord]:
+    """Correlate language models' alignment (``{model: value}``) with every downstream score
+    (``{model: {name: value}}``) known for at least three of them, by name."""
+    names = sorted({name for m in alignment for name in downstream.get(m, {})})
+    records = []
+    for name in names:
+        models = sorted(m for m in alignment if name in downstream.get(m, {}))
+        if len(models) < 3:
+            continue
+        stats = correlation(
+            [alignment[m] for m in models],
+            [downstream[m][name] for m in models],
+            seed,
+            resamples,
+        )
+        records.append(
+            CorrelationRecord(
+                vision_model=vision_model,
+                metric=metric,
+                downstream=name,
+                n_models=len(models),
+                models=models,
+                **stats,
+            )
+        )
+    return records
+
+
 def correlate(
     result: RunResult,
     vision_model: str,
@@ -158,19 +227,16 @@ def correlate(
     downstream: dict[str, dict[str, Downstream]] | None = None,
     seed: int = 0,
 ) -> list[CorrelationRecord]:
-    """Correlate each language model's alignment to ``vision_model`` (an id or a glob) with
-    every downstream metric known for at least three of them (bpb included)."""
-    vision_ids = [m.id for m in result.models if m.modality == "vision"]
-    matches = [v for v in vision_ids if v == vision_model] or fnmatch.filter(
-        vision_ids, vision_model
-    )
+    """Correlate each language model's alignment to ``vision_model`` (an id or a glob naming
+    one model) with every downstream metric known for at least three of them (bpb included)."""
+    matches = reference_matches(result.models, vision_model)
     if len(matches) != 1:
-        listed = ", ".join(vision_ids) or "none"
+        listed = ", ".join(m.id for m in result.models if m.modality == "vision") or "none"
         raise CorrelationError(
             f"--vision {vision_model!r} matches {len(matches)} vision models of run "
             f"{result.run_id} (vision models there: {listed}); name exactly one"
         )
-    vision = matches[0]
+    vision = matches[0].id
     language = {m.id: m for m in result.models if m.modality == "language"}
     alignment: dict[str, float] = {}
     for s in result.scores:
@@ -185,29 +251,74 @@ def correlate(
             f"only {len(alignment)} language models have a {metric} score against {vision}; "
             "a correlation needs at least 3"
         )
-    table: dict[str, dict[str, float]] = {}
+    table = {}
     for model_id in alignment:
-        record = language[model_id]
-        scores = {name: d.value for name, d in record.downstream.items()}
-        if record.bpb is not None:
-            scores["bpb"] = record.bpb
-        scores.update({k: d.value for k, d in (downstream or {}).get(model_id, {}).items()})
+        scores = downstream_scores(language[model_id])
+        extra = (downstream or {}).get(model_id, {})
+        scores.update({k: d.value for k, d in extra.items() if math.isfinite(d.value)})
         table[model_id] = scores
-    names = sorted({name for scores in table.values() for name in scores})
-    records = []
-    for name in names:
-        models = sorted(m for m in alignment if name in table[m])
-        if len(models) < 3:
-            continue
-        stats = correlation([alignment[m] for m in models], [table[m][name] for m in models], seed)
-        records.append(
-            CorrelationRecord(
-                vision_model=vision,
-                metric=metric,
-                downstream=name,
-                n_models=len(models),
-                models=models,
-                **stats,
-            )
-        )
-    return records
+    return correlate_alignment(alignment, table, vision, metric, seed)
+
+
+def save_correlations(result: RunResult, path: str | Path, records: list[CorrelationRecord]):
+    """Store ``records`` in the result file at ``path``, replacing the ones for the same
+    vision model and metric (the file is rewritten atomically)."""
+    if not records:
+        return
+    done = {(r.vision_model, r.metric) for r in records}
+    kept = [c for c in result.correlations if (c.vision_model, c.metric) not in done]
+    result.correlations = kept + records
+    atomic_write_text(Path(path), result.model_dump_json(indent=1) + "\n")
+
+
+def format_interval(ci: tuple[float, float], digits: int = 3) -> str:
+    """``[0.401, 0.955]``: the one way a confidence interval is written (table, site, figure)."""
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def format_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """``0.812 [0.401, 0.955]``: a statistic with its 95% interval; ``n/a`` when undefined."""
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" + (f" {format_interval(ci, digits)}" if ci else "")
+
+
+def table_rows(records: list[CorrelationRecord]) -> list[dict[str, Any]]:
+    """The rows ``prh-bench correlate`` prints, one per downstream metric."""
+    return [
+        {
+            "downstream": r.downstream,
+            "models": r.n_models,
+            "pearson r [95% CI]": format_ci(r.pearson, r.pearson_ci),
+            "spearman rho [95% CI]": format_ci(r.spearman, r.spearman_ci),
+            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
+        }
+        for r in records
+    ]
+
+
+def write_downstream_csv(path: str | Path, table: dict[str, dict[str, Downstream]]) -> None:
+    """Write ``model,metric,value,source`` rows (sorted), atomically; ``read_downstream_csv``
+    reads it back."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "metric", "value", "source"])
+    for model_id in sorted(table):
+        for name, d in sorted(table[model_id].items()):
+            writer.writerow([model_id, name, d.value, d.source])
+    atomic_write_text(Path(path), buffer.getvalue())
+
+
+def import_lm_eval(
+    files: Iterable[str | Path], output: str | Path, model: str | None = None
+) -> int:
+    """Merge lm-evaluation-harness JSON files into the downstream CSV ``output`` (rows for the
+    same model and metric are replaced); returns how many scores were imported."""
+    table = read_downstream_csv(output) if Path(output).exists() else {}
+    count = 0
+    for f in files:
+        model_id, scores = read_lm_eval_json(f, model)
+        table.setdefault(model_id, {}).update(scores)
+        count += len(scores)
+    write_downstream_csv(output, table)
+    return count

@@ -71,9 +71,13 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def prepare_jinja2_environment(env: jinja2.Environment) -> None:
+def prepare_jinja2_environment(env: jinja2.Environment, settings: Any) -> None:
     """Change the Jinja2 environment the leaderboard site is rendered with: add filters, tests
     or globals (``env.filters["name"] = fn``). Called once per ``prh-bench leaderboard build``,
     after the built-in filters are in place; the environment autoescapes and is strict, so a
     filter returns plain text (escaped on output) or ``markupsafe.Markup`` it has escaped.
+
+    ``settings`` is the build's ``prh_bench.site.SiteSettings`` (title, reference_vision, ...;
+    typed ``Any`` here, as the hook specifications sit below the site in the layers); an
+    implementation may leave it out of its signature and take ``env`` alone.
     """

@@ -1,15 +1,17 @@
 """Result files: one JSON document per run, a typed schema validated on read and on write.
 
 ``<output>/<dataset>/<run_id>.json``; docs/results-format.md documents every field.
-``load_results(paths)`` flattens any number of files into a pandas DataFrame with one row per
-(model pair, metric).
+``Results.read(paths)`` is the one collection of runs (the site and ``load_results`` read
+through it); ``load_results(paths)`` flattens any number of files into a pandas DataFrame
+with one row per (model pair, metric).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -191,17 +193,67 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
-    """A DataFrame with one row per (model pair, metric) over the given result files/folders."""
-    import pandas as pd
+def metric_key(score: ScoreRecord) -> tuple[str, str]:
+    """A metric with its parameters: scores with equal keys measure the same thing."""
+    return score.metric, json.dumps(score.params, sort_keys=True)
 
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    rows = []
-    for path in expand_paths(paths):
-        result = read_result(path)
-        models = {m.id: m for m in result.models}
-        for s in result.scores:
+
+@dataclass
+class DatasetResults:
+    """The runs on one (dataset, N), merged: a later run's model record and score win."""
+
+    dataset: DatasetRecord  # the first run's record
+    runs: list[tuple[Path, RunResult]] = field(default_factory=list)  # oldest first
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    # metric_key -> (model_a, model_b) -> (score, the run it comes from)
+    scores: dict[tuple[str, str], dict[tuple[str, str], tuple[ScoreRecord, RunResult]]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass
+class Results:
+    """Result files read and validated, each with the path it came from: the one collection
+    that the site, ``load_results`` and the commands read runs through."""
+
+    runs: list[tuple[Path, RunResult]]
+
+    @classmethod
+    def read(cls, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> Results:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        return cls([(path, read_result(path)) for path in expand_paths(paths)])
+
+    def by_dataset(self) -> list[DatasetResults]:
+        """One merged entry per (dataset id, N), sorted by id then N; runs merge oldest first."""
+        merged: dict[tuple[str, int], DatasetResults] = {}
+        for path, run in sorted(self.runs, key=lambda pr: (pr[1].created, pr[1].run_id)):
+            key = (run.dataset.id, run.dataset.n)
+            entry = merged.setdefault(key, DatasetResults(dataset=run.dataset))
+            entry.runs.append((path, run))
+            entry.models.update((m.id, m) for m in run.models)
+            for s in run.scores:
+                entry.scores.setdefault(metric_key(s), {})[(s.model_a, s.model_b)] = (s, run)
+        return [merged[key] for key in sorted(merged)]
+
+    def select(
+        self, dataset: str | None = None, metric: str | None = None
+    ) -> Iterator[tuple[Path, RunResult, ScoreRecord]]:
+        """Every score (unmerged) of the given dataset id and metric name, file order."""
+        for path, run in self.runs:
+            if dataset is not None and run.dataset.id != dataset:
+                continue
+            for s in run.scores:
+                if metric is None or s.metric == metric:
+                    yield path, run, s
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (model pair, metric) over every run."""
+        import pandas as pd
+
+        rows = []
+        for path, result, s in self.select():
+            models = {m.id: m for m in result.models}
             a, b = models.get(s.model_a), models.get(s.model_b)
             rows.append(
                 {
@@ -223,4 +275,9 @@ def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
                     "file": str(path),
                 }
             )
-    return pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+
+
+def load_results(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
+    """A DataFrame with one row per (model pair, metric) over the given result files/folders."""
+    return Results.read(paths).frame()

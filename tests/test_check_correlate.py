@@ -171,3 +171,76 @@ def test_downstream_import_from_lm_eval(tmp_path, run_cli):
     assert scores["gsm8k/exact_match"].value == 0.12
     assert "hellaswag/acc_stderr" not in scores
     assert scores["gsm8k/exact_match"].source == "lm-eval: results_2024.json"
+
+
+def test_one_reference_rule_for_site_and_correlate(result_file):
+    """An exact id names any vision model (a control too); a glob matches trained ones only;
+    the site takes the largest of several matches, ``correlate`` asks for exactly one."""
+    from prh_bench.correlate import largest, reference_matches
+    from prh_bench.results import ModelRecord
+
+    def vision(model_id, params, tags=()):
+        return ModelRecord(
+            id=model_id,
+            modality="vision",
+            family="x",
+            parameters=params,
+            num_layers=2,
+            tags=list(tags),
+        )
+
+    models = [vision("vit-s", 10), vision("vit-l", 30), vision("vit-l.random", 30, ["control"])]
+    assert [m.id for m in reference_matches(models, "vit-*")] == ["vit-s", "vit-l"]
+    assert largest(reference_matches(models, "vit-*")).id == "vit-l"
+    assert [m.id for m in reference_matches(models, "vit-l.random")] == ["vit-l.random"]
+    assert reference_matches(models, "*.random") == []
+    result = read_result(result_file)
+    assert {r.vision_model for r in correlate(result, "*pixels-b")} <= {"tiny/pixels-b"}
+
+
+def test_saved_correlations_replace_their_own_and_the_site_shows_them(
+    result_file, tmp_path, run_cli
+):
+    """``correlate --save`` keeps one set per (vision model, metric); the site lists a saved
+    correlation it cannot compute itself (a --downstream CSV score) beside its own."""
+    from prh_bench.site import SiteSettings, build_site
+
+    csv_file = tmp_path / "down.csv"
+    rows = "".join(f"tiny/words-{c},hellaswag,{v}\n" for c, v in zip("abc", (3, 5, 4), strict=True))
+    csv_file.write_text("model,metric,value\n" + rows)
+    for _ in range(2):
+        args = ["correlate", str(result_file), "--vision", "tiny/pixels-a"]
+        assert run_cli(*args, "--downstream", str(csv_file)).exit_code == 0
+    saved = read_result(result_file).correlations
+    assert sorted(c.downstream for c in saved) == ["bpb", "hellaswag"]  # replaced, not doubled
+
+    def known_numbers(data):  # the tiny models align alike, so r is undefined: give it one
+        for c in data["correlations"]:
+            if c["downstream"] == "hellaswag":
+                c.update(pearson=0.4321, pearson_ci=[0.1, 0.9])
+
+    result_file.write_text(edited(result_file, tmp_path, known_numbers).read_text())
+    settings = SiteSettings(reference_vision="tiny/pixels-a", bootstrap_resamples=200)
+    build_site([result_file], tmp_path / "site", settings)
+    page = next((tmp_path / "site").glob("downstream-*.html")).read_text()
+    run_id = read_result(result_file).run_id
+    assert f"hellaswag <small>(saved by prh-bench correlate in run {run_id})</small>" in page
+    assert ">0.432</td>" in page and "<td>[0.100, 0.900]</td>" in page
+    assert 'href="#fig-bpb"' in page and 'id="fig-hellaswag"' not in page  # no points to draw
+
+
+def test_downstream_csv_round_trips(tmp_path):
+    from prh_bench.correlate import write_downstream_csv
+    from prh_bench.results import Downstream
+
+    table = {"m/1": {"hellaswag": Downstream(value=0.25, source="paper, table 2")}}
+    write_downstream_csv(tmp_path / "d.csv", table)
+    assert read_downstream_csv(tmp_path / "d.csv") == table
+
+
+def test_format_ci_is_shared():
+    from prh_bench.correlate import format_ci, format_interval
+
+    assert format_ci(0.81234, (0.4, 0.95567)) == "0.812 [0.400, 0.956]"
+    assert format_ci(0.5, None, 2) == "0.50" and format_ci(None, (0, 1)) == "n/a"
+    assert format_interval((0.1, 0.2), 2) == "[0.10, 0.20]"

@@ -13,16 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from prh_bench.leaderboard import (
-    SITE_MARKER,
-    LeaderboardError,
-    SiteSettings,
-    build_site,
-    load_settings,
-    make_server,
-    safe_url,
-    slugify,
-)
 from prh_bench.results import (
     DatasetRecord,
     Downstream,
@@ -33,6 +23,16 @@ from prh_bench.results import (
     ScoreRecord,
     write_result,
 )
+from prh_bench.site import (
+    SITE_MARKER,
+    LeaderboardError,
+    SiteSettings,
+    build_site,
+    load_settings,
+    make_server,
+    safe_url,
+)
+from prh_bench.storage import slug as slugify
 
 HOSTILE = "<script>alert(1)</script>"
 REFERENCE = "vit_large_patch14_dinov2.lvd142m"
@@ -424,7 +424,7 @@ def test_rebuild_replaces_a_site_but_never_a_foreign_folder(results_dir, tmp_pat
 
 
 def test_failed_build_leaves_the_previous_site(results_dir, tmp_path, monkeypatch):
-    import prh_bench.leaderboard as lb
+    import prh_bench.site.build as lb
 
     site = tmp_path / "site"
     build_site([results_dir], site, FAST)
@@ -465,7 +465,9 @@ def test_settings_file(tmp_path):
     with pytest.raises(LeaderboardError, match="unknown key 'titel'; known keys: "):
         load_settings(path)
     path.write_text("bootstrap_resamples = 'many'\n")
-    with pytest.raises(LeaderboardError, match="'bootstrap_resamples' must be a int"):
+    with pytest.raises(
+        LeaderboardError, match="line 1: key 'bootstrap_resamples' must be an integer"
+    ):
         load_settings(path)
     path.write_text("title = \n")
     with pytest.raises(LeaderboardError, match="malformed TOML"):
@@ -578,3 +580,27 @@ def test_help_does_not_import_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_results_collection_merges_runs_and_selects(tmp_path):
+    """One collection for the site and load_results: later runs win per pair, per (dataset, N)."""
+    from prh_bench.results import Results
+
+    old, new = make_result("20260101T000000Z-old"), make_result("20260102T000000Z-new")
+    new.created = "2026-01-02T00:00:00+00:00"
+    new.scores[0].value = 0.9
+    other_n = make_result("20260103T000000Z-n32", n=32)
+    for r in (old, new, other_n):
+        write_result(r, tmp_path / r.run_id)
+    results = Results.read(tmp_path)
+    assert len(results.runs) == 3
+    first, second = results.by_dataset()
+    assert (first.dataset.n, second.dataset.n) == (32, 64)
+    assert [run.run_id for _, run in second.runs] == [old.run_id, new.run_id]
+    pair = (new.scores[0].model_a, new.scores[0].model_b)
+    score, run = second.scores[("mutual_knn", '{"topk": 10}')][pair]
+    assert score.value == 0.9 and run.run_id == new.run_id
+    picked = list(results.select(dataset="wit_1024", metric="cka"))
+    assert len(picked) == 3 * len(old.scores) // 2 and {s.metric for _, _, s in picked} == {"cka"}
+    assert list(results.select(dataset="nope")) == []
+    assert len(results.frame()) == 3 * len(old.scores)

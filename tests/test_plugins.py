@@ -164,8 +164,8 @@ def test_hook_register_executors(fresh_plugins, run_cli):
 
 
 def test_hook_prepare_jinja2_environment(fresh_plugins):
-    from prh_bench.leaderboard import make_environment
     from prh_bench.results import ModelRecord
+    from prh_bench.site import make_environment
 
     def prepare_jinja2_environment(env):
         env.filters["shout"] = lambda text: f"{text.upper()}!"
@@ -183,6 +183,21 @@ def test_hook_prepare_jinja2_environment(fresh_plugins):
         "https://huggingface.co/bigscience/bloomz-560m"
     )
     assert "prepare_jinja2_environment" in fresh_plugins.plugin_hooks("site_links")
+
+
+def test_hook_prepare_jinja2_environment_gets_the_site_settings(fresh_plugins):
+    """Like datasette's hook gets ``datasette``: an implementation may take ``settings``."""
+    from prh_bench.site import SiteSettings, make_environment
+
+    def prepare_jinja2_environment(env, settings):
+        env.globals["board_title"] = settings.title
+
+    fresh_plugins.register_plugin(
+        make_plugin(prepare_jinja2_environment=prepare_jinja2_environment), "titled"
+    )
+    env = make_environment(settings=SiteSettings(title="My <board>"))
+    assert env.from_string("{{ board_title }}").render() == "My &lt;board&gt;"
+    assert make_environment().globals["board_title"] == "prh-bench leaderboard"  # the defaults
 
 
 def test_builtin_plugins_load_through_entry_points(fresh_plugins):

@@ -22,8 +22,9 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from test_leaderboard import FAST, HOSTILE, REFERENCE, make_result
 
-from prh_bench.leaderboard import build_site, make_server, slugify
 from prh_bench.results import write_result
+from prh_bench.site import build_site, make_server
+from prh_bench.storage import slug as slugify
 
 
 def _find_chromium() -> str | None:
@@ -349,7 +350,7 @@ def test_hostile_model_name_is_inert(watched, hostile_url, screenshots):
 
 def test_published_results_site(watched, tmp_path, screenshots):
     """The site of leaderboard/ itself (what the Pages workflow deploys) loads clean."""
-    from prh_bench.leaderboard import load_settings
+    from prh_bench.site import load_settings
 
     from conftest import ROOT
 

@@ -1,0 +1,108 @@
+"""The site's figures: matplotlib (Agg) drawn at build time as SVG, imported only here."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ..correlate import format_ci
+from .model import Board, Correlation
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",  # text stays text (smaller, selectable)
+            "svg.hashsalt": "prh-bench",  # stable ids: the same data gives the same file
+            "font.size": 9,
+        }
+    )
+    return plt
+
+
+def _tex_safe(text: str) -> str:
+    """Matplotlib reads $...$ as mathtext; a model id is plain text."""
+    return text.replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _svg(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def draw_heatmap(board: Board) -> bytes:
+    """The language x vision matrix of a board, each cell labelled with its score."""
+    plt = _mpl()
+    import numpy as np
+
+    rows, cols = board.languages, board.visions
+    data = np.array([[np.nan if x is None else x for x in row] for row in board.matrix], float)
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 1.1 * len(cols) + 3), max(2.5, 0.45 * len(rows) + 1.8))
+    )
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [_tex_safe(c) for c in cols], rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [_tex_safe(r) for r in rows])
+    finite = data[np.isfinite(data)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(data[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{data[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if data[i, j] > mid else "white",
+                )
+    ax.set_xlabel("vision model")
+    ax.set_ylabel("language model")
+    ax.set_title(_tex_safe(f"{board.metric.key} alignment, {board.dataset.label}"))
+    fig.colorbar(image, ax=ax, label=_tex_safe(board.metric.key))
+    return _svg(fig)
+
+
+def draw_scatter(board: Board, corr: Correlation) -> bytes:
+    """A correlation's points (downstream score, alignment) with a least-squares line."""
+    plt = _mpl()
+    import numpy as np
+
+    assert board.reference is not None
+    points, name = corr.points, corr.downstream
+    ids = sorted(points)
+    alignment = {r.model.id: r.value for r in board.language_rows}
+    x = np.array([points[m] for m in ids], float)
+    y = np.array([alignment[m] for m in ids], float)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.scatter(x, y, color="#3b6ea8", zorder=3)
+    for xi, yi, m in zip(x, y, ids, strict=True):
+        ax.annotate(_tex_safe(m), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.plot(xs, slope * xs + intercept, color="#c0392b", label="least-squares fit")
+        ax.legend(loc="best", fontsize=7)
+
+    ax.set_title(
+        _tex_safe(
+            f"{board.metric.key} alignment to {board.reference.id} vs {name}\n"
+            f"Pearson r = {format_ci(corr.pearson, corr.pearson_ci, 2)}, "
+            f"Spearman rho = {format_ci(corr.spearman, corr.spearman_ci, 2)}, n = {corr.n_models}"
+        ),
+        fontsize=8,
+    )
+    ax.set_xlabel(_tex_safe(name + (" (lower is better)" if corr.lower_is_better else "")))
+    ax.set_ylabel(_tex_safe(f"alignment ({board.metric.key})"))
+    ax.grid(alpha=0.3)
+    return _svg(fig)
