@@ -270,7 +270,7 @@ def _cache_rows(entries: list[Any]) -> list[dict[str, Any]]:
 @click.pass_context
 def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json: bool) -> None:
     """List the cached feature files (and unfinished extractions)."""
-    from .features import cache_root, list_cache
+    from .store import cache_root, list_cache
 
     rows = _cache_rows(list_cache(ctx.obj["cache_dir"], model, dataset))
     if as_json:
@@ -287,7 +287,7 @@ def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json
 def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everything: bool) -> None:
     """Remove cached features of a model and/or dataset (or --all)."""
     from .errors import InvalidInputError
-    from .features import remove_cache
+    from .store import remove_cache
 
     if not (model or dataset or everything):
         raise InvalidInputError("say what to remove: --model ID, --dataset ID or --all")

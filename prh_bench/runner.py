@@ -271,7 +271,7 @@ def _metric_params(name: str, topk: int) -> dict[str, Any]:
 
 
 def _score_cache_path(cache_dir: str | None, parts: dict[str, Any]) -> Path:
-    from .features import cache_root
+    from .store import cache_root
 
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
     return cache_root(cache_dir) / "scores" / f"{digest}.json"
@@ -297,7 +297,8 @@ def run(
         load_unit_features,
         parse_shard,
     )
-    from .features import cache_root, resolve_device
+    from .extract import resolve_device
+    from .store import cache_root
     from .metrics import get_metric
 
     device = resolve_device(config.device)
