@@ -207,7 +207,10 @@ def test_config_file_and_flags_override(tiny, run_cli):
     [
         ("topk = \n", "malformed TOML"),
         ("models = 'offline'\ntopkk = 3\n", "line 2: unknown key 'topkk'"),
-        ("topk = 'ten'\n", "line 1: key 'topk' must be int, got 'ten'"),
+        ("topk = 'ten'\n", "line 1: key 'topk' must be an integer, got 'ten'"),
+        # a key outside [run] would be silently ignored (issue 14): refused instead
+        ("topk = 5\n[run]\nmodels = 'offline'\n", "topk sit outside [run]"),
+        ("[run]\nmetrics = ['mutual_knn', 3]\n", "line 2: key 'metrics' must be a list"),
     ],
 )
 def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
