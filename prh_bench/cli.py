@@ -186,14 +186,13 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 )
 def datasets_show(dataset_id: str, count: int, options: tuple[str, ...]) -> None:
     """Print the first samples of a dataset: id, caption and image size."""
+    from .config import parse_option
     from .datasets import get_dataset
+    from .errors import InvalidInputError
 
-    parsed = {}
-    for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {opt!r}", param_hint="--option")
-        parsed[key.strip()] = value
+    parsed = dict(
+        parse_option(o, "dataset option", InvalidInputError, "skip_bad=true") for o in options
+    )
     ds = get_dataset(dataset_id, **parsed)
     rows = []
     for i in range(min(count, len(ds))):
@@ -391,11 +390,12 @@ def run(
     if metrics:
         settings["metrics"] = list(metrics)
     if executor_options:
-        from .executors import parse_option
+        from .config import parse_option
+        from .executors import ExecutorError
 
         settings["executor_options"] = {
             **settings.get("executor_options", {}),
-            **dict(parse_option(o) for o in executor_options),
+            **dict(parse_option(o, "executor option", ExecutorError) for o in executor_options),
         }
     if settings.get("metrics") in (["all"], "all"):
         settings["metrics"] = [e.obj.name for e in get_registry("metric")]
