@@ -6,13 +6,14 @@ Usable from Python without Click::
     outcome = run(RunConfig(models="offline", metrics=["mutual_knn"]))
     outcome.path, outcome.result.scores
 
-Extraction is one unit per model, run by an executor (``--executor local|slurm|ray``, see
-docs/distributed.md) whose workers write the feature store; the alignment stage then reads
-every feature set from the store. ``--shard i/N`` runs only every N-th unit from the i-th and
-stops before alignment: a run without ``--shard`` scores once all shards are done.
-Each model's layers are clamped,
-normalised and prepared once per metric, and every pair reuses those states. Pair scores are
-cached too (``<cache>/scores/``), so rerunning with one more model computes only its pairs.
+``run`` reads as its four steps: ``plan_run`` (dataset, metrics, models, extraction units),
+``extract_all`` (an executor runs one unit per model, ``--executor local|slurm|ray``, see
+docs/distributed.md; its workers write the feature store, and every feature set is read back
+from it), ``score_pairs`` and ``record_result``. ``--shard i/N`` runs only every N-th unit
+from the i-th and stops before scoring: a run without ``--shard`` scores once all shards are
+done. Each model's layers are clamped, normalised and prepared once per metric, and every
+pair reuses those states. Pair scores are cached too (``<cache>/scores/``), so rerunning with
+one more model computes only its pairs.
 """
 
 from __future__ import annotations

@@ -221,6 +221,31 @@ def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
     assert str(cfg) in result.output and message in result.output
 
 
+def test_every_run_setting_has_a_config_file_type():
+    from dataclasses import fields
+
+    from prh_bench.runner import _CONFIG_TYPES
+
+    assert set(_CONFIG_TYPES) == {f.name for f in fields(RunConfig)}
+
+
+def test_config_file_reads_keys_under_run_or_at_the_top(tmp_path):
+    from prh_bench.runner import load_config_file
+
+    top, table = tmp_path / "top.toml", tmp_path / "table.toml"
+    top.write_text("metrics = 'cka'\ntopk = 5\nq = 1\n")
+    table.write_text("[run]\nmetrics = ['cka']\ntopk = 5\nq = 1\n")
+    assert (
+        load_config_file(top)
+        == load_config_file(table)
+        == {
+            "metrics": ["cka"],
+            "topk": 5,
+            "q": 1,
+        }
+    )
+
+
 def test_bad_run_settings():
     with pytest.raises(ConfigError, match="pairs must be 'cross' or 'all'"):
         RunConfig(pairs="some")
