@@ -136,13 +136,13 @@ def _compute(
             adapter,
             ds,
             key,
-            partial,
             chunks,
             start,
-            device,
-            num_workers,
-            progress,
-            checkpoint_seconds,
+            checkpoints=partial,
+            device=device,
+            num_workers=num_workers,
+            progress=progress,
+            checkpoint_seconds=checkpoint_seconds,
         )
     if not chunks:
         raise ModelError(f"model '{adapter.id}' returned no features")
@@ -162,9 +162,10 @@ def _encode_rest(
     adapter: ModelAdapter,
     ds: Dataset,
     key: FeatureKey,
-    partial: Path,
     chunks: list[dict[str, torch.Tensor]],
     start: int,
+    *,
+    checkpoints: Path,
     device: str,
     num_workers: int | None,
     progress: bool,
@@ -192,7 +193,7 @@ def _encode_rest(
                 cursor += rows_here
                 bar.update(rows_here)
                 if time.monotonic() - last_flush >= checkpoint_seconds and cursor < n:
-                    write_chunk(partial, _cat(pending), key.digest, pending_start, cursor)
+                    write_chunk(checkpoints, _cat(pending), key.digest, pending_start, cursor)
                     chunks.append(_cat(pending))
                     pending, pending_start, last_flush = [], cursor, time.monotonic()
     except PrhBenchError as exc:  # e.g. a corrupt image met by a decoding worker
