@@ -38,7 +38,7 @@ def bare_loop(loaded: Any, dataset: Any, n: int, batch_size: int, language: bool
 
 
 def harness(adapter: Any, dataset: Any, n: int, workers: int, preloaded: Any) -> float:
-    from prh_bench.features import extract_features
+    from prh_bench.extract import extract_features
 
     # hand the already-loaded model to the loop so both timings exclude weight loading
     adapter = _Preloaded(adapter, preloaded)
@@ -101,7 +101,7 @@ def main() -> None:
     bs = adapter.batch_size
     print(f"model {adapter.id}, {n} samples, batch {bs}, torch threads {torch.get_num_threads()}")
 
-    from prh_bench.features import _default_workers
+    from prh_bench.extract import _default_workers
 
     w = _default_workers(adapter.modality)
     # interleave the three so that a busy machine slows each of them alike

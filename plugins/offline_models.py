@@ -238,7 +238,8 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         raise NotImplementedError
 
     def converted_dir(self) -> Path:
-        from prh_bench.features import slug, weights_dir
+        from prh_bench.storage import slug
+        from prh_bench.store import weights_dir
 
         version = self.weights_revision().split("==")[-1]
         return weights_dir() / slug(self.id) / version

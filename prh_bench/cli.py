@@ -186,14 +186,13 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 )
 def datasets_show(dataset_id: str, count: int, options: tuple[str, ...]) -> None:
     """Print the first samples of a dataset: id, caption and image size."""
+    from .config import parse_option
     from .datasets import get_dataset
+    from .errors import InvalidInputError
 
-    parsed = {}
-    for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {opt!r}", param_hint="--option")
-        parsed[key.strip()] = value
+    parsed = dict(
+        parse_option(o, "dataset option", InvalidInputError, "skip_bad=true") for o in options
+    )
     ds = get_dataset(dataset_id, **parsed)
     rows = []
     for i in range(min(count, len(ds))):
@@ -270,7 +269,7 @@ def _cache_rows(entries: list[Any]) -> list[dict[str, Any]]:
 @click.pass_context
 def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json: bool) -> None:
     """List the cached feature files (and unfinished extractions)."""
-    from .features import cache_root, list_cache
+    from .store import cache_root, list_cache
 
     rows = _cache_rows(list_cache(ctx.obj["cache_dir"], model, dataset))
     if as_json:
@@ -287,7 +286,7 @@ def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json
 def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everything: bool) -> None:
     """Remove cached features of a model and/or dataset (or --all)."""
     from .errors import InvalidInputError
-    from .features import remove_cache
+    from .store import remove_cache
 
     if not (model or dataset or everything):
         raise InvalidInputError("say what to remove: --model ID, --dataset ID or --all")
@@ -391,11 +390,12 @@ def run(
     if metrics:
         settings["metrics"] = list(metrics)
     if executor_options:
-        from .executors import parse_option
+        from .config import parse_option
+        from .executors import ExecutorError
 
         settings["executor_options"] = {
             **settings.get("executor_options", {}),
-            **dict(parse_option(o) for o in executor_options),
+            **dict(parse_option(o, "executor option", ExecutorError) for o in executor_options),
         }
     if settings.get("metrics") in (["all"], "all"):
         settings["metrics"] = [e.obj.name for e in get_registry("metric")]

@@ -98,11 +98,13 @@ def _type_name(t: type) -> str:
     }.get(t, t.__name__)
 
 
-def parse_option(text: str, what: str, error: type[PrhBenchError]) -> tuple[str, Any]:
+def parse_option(
+    text: str, what: str, error: type[PrhBenchError], example: str = "timeout_min=60"
+) -> tuple[str, Any]:
     """``KEY=VALUE``, VALUE read as JSON where it parses (60, true, null), else as a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise error(f"{what} '{text}' must be KEY=VALUE, e.g. timeout_min=60")
+        raise error(f"{what} '{text}' must be KEY=VALUE, e.g. {example}")
     try:
         value = json.loads(raw)
     except ValueError:

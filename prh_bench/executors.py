@@ -142,7 +142,7 @@ def run_unit(
     try:
         if not in_process:
             prepare_worker(unit)
-        from .features import extract_features
+        from .extract import extract_features
 
         fs = extract_features(
             unit.model_id,
@@ -179,7 +179,7 @@ def load_unit_features(result: UnitResult) -> Any:
     """The FeatureSet a finished unit wrote, read back from the store in this process."""
     if result.features is not None:
         return result.features
-    from .features import FeatureKey, load_cached
+    from .store import FeatureKey, load_cached
 
     fs = None
     if result.path and result.key:

@@ -6,31 +6,29 @@ Usable from Python without Click::
     outcome = run(RunConfig(models="offline", metrics=["mutual_knn"]))
     outcome.path, outcome.result.scores
 
-Extraction is one unit per model, run by an executor (``--executor local|slurm|ray``, see
-docs/distributed.md) whose workers write the feature store; the alignment stage then reads
-every feature set from the store. ``--shard i/N`` runs only every N-th unit from the i-th and
-stops before alignment: a run without ``--shard`` scores once all shards are done.
-Each model's layers are clamped,
-normalised and prepared once per metric, and every pair reuses those states. Pair scores are
-cached too (``<cache>/scores/``), so rerunning with one more model computes only its pairs.
+``run`` reads as its four steps: ``plan_run`` (dataset, metrics, models, extraction units),
+``extract_all`` (an executor runs one unit per model, ``--executor local|slurm|ray``, see
+docs/distributed.md; its workers write the feature store, and every feature set is read back
+from it), ``score_pairs`` and ``record_result``. ``--shard i/N`` runs only every N-th unit
+from the i-th and stops before scoring: a run without ``--shard`` scores once all shards are
+done. Each model's layers are clamped, normalised and prepared once per metric, and every
+pair reuses those states. Pair scores are cached too (``<cache>/scores/``), so rerunning with
+one more model computes only its pairs.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import os
-import platform
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from .config import check_types, read_toml
 from .errors import PrhBenchError
 from .models import ModelAdapter
 from .results import (
@@ -44,7 +42,9 @@ from .results import (
     ScoreRecord,
     write_result,
 )
-from .storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from .store import FeatureSet, ScoreCache
 
 GROUPS = ("all", "offline", "vision", "language")
 
@@ -97,46 +97,44 @@ class RunConfig:
             parse_shard(self.shard)
 
 
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run.toml as a dict of RunConfig fields; errors name the file, line and key."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+# run.toml's value types; a list for metrics is checked to hold strings
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "models": str,
+    "dataset": str,
+    "metrics": (str, list),
+    "topk": int,
+    "pairs": str,
+    "device": str,
+    "batch_size": int,
+    "cache_dir": str,
+    "output": str,
+    "keep_going": bool,
+    "limit": int,
+    "q": (float, int),
+    "null_permutations": int,
+    "seed": int,
+    "downstream": str,
+    "executor": str,
+    "executor_options": dict,
+    "shard": str,
+}
 
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
-    data = data.get("run", data)  # keys at the top level or under [run]
-    known = {f.name: f for f in fields(RunConfig)}
-    for key, value in data.items():
-        line = next(
-            (i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith(key)), None
-        )
-        where = f"{path}, line {line}" if line else str(path)
-        if key not in known:
-            raise ConfigError(
-                f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(known))}"
-            )
-        expected = {
-            "topk": int,
-            "null_permutations": int,
-            "seed": int,
-            "keep_going": bool,
-            "limit": int,
-            "batch_size": int,
-            "executor_options": dict,
-        }.get(key)
-        if expected and not (
-            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        ):
-            raise ConfigError(f"{where}: key '{key}' must be {expected.__name__}, got {value!r}")
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run.toml (keys under ``[run]`` or at the top level) as a dict of RunConfig fields.
+
+    Errors name the file, line and key.
+    """
+    data, text = read_toml(path, "run", ConfigError)
+    # unknown keys first: a misspelt key explains more than a wrong value beside it
+    check_types(
+        {k: v for k, v in data.items() if k not in _CONFIG_TYPES},
+        _CONFIG_TYPES,
+        path,
+        text,
+        ConfigError,
+    )
+    check_types(data, _CONFIG_TYPES, path, text, ConfigError)
     if isinstance(data.get("metrics"), str):
         data["metrics"] = [data["metrics"]]
     return data
@@ -198,52 +196,6 @@ def model_pairs(models: list[ModelAdapter], pairs: str) -> list[tuple[ModelAdapt
     return out
 
 
-# --------------------------------------------------------------------------- provenance
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment(device: str) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-    }
-    for dist in ("torch", "transformers", "timm", "open_clip_torch", "numpy"):
-        try:
-            env[dist] = version(dist)
-        except PackageNotFoundError:
-            env[dist] = None
-    if device.startswith("cuda"):
-        import torch
-
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
-
-
-def _plugins() -> list[PluginRecord]:
-    from .plugins import loaded_plugins
-
-    return [
-        PluginRecord(name=p.name, distribution=p.distribution, version=p.version)
-        for p in loaded_plugins()
-    ]
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -263,18 +215,19 @@ class RunOutcome:
         return any(f.stage != "availability" for f in failures)
 
 
-def _metric_params(name: str, topk: int) -> dict[str, Any]:
-    from .metrics import get_metric
+@dataclass
+class RunPlan:
+    """What a run does, settled before any model is loaded; ``failures`` grows as it goes."""
 
-    metric = get_metric(name)
-    return {"topk": topk} if "topk" in metric.defaults else {}
-
-
-def _score_cache_path(cache_dir: str | None, parts: dict[str, Any]) -> Path:
-    from .features import cache_root
-
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_root(cache_dir) / "scores" / f"{digest}.json"
+    config: RunConfig
+    device: str
+    dataset: Any  # datasets.Dataset
+    metrics: dict[str, Any]  # name -> metrics.Metric with the run's parameters
+    downstream: dict[str, dict[str, Downstream]]  # from --downstream, by model id
+    models: list[ModelAdapter]  # the available ones, in selection order
+    executor: Any  # executors.Executor
+    units: list[Any]  # executors.ExtractionUnit, this shard's only
+    failures: list[Failure]
 
 
 def run(
@@ -283,21 +236,29 @@ def run(
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     progress: bool = True,
 ) -> RunOutcome:
-    """Extract, score and write one result file. Raises PrhBenchError on user errors."""
-    import numpy as np
+    """Plan, extract, score and write one result file. Raises PrhBenchError on user errors."""
+    plan = plan_run(config, log)
+    feats, units = extract_all(plan, log, progress)
+    if config.shard is not None:  # alignment waits for every shard: a run without --shard
+        return RunOutcome(None, None, units=units, failures=plan.failures)
+    models = [m for m in plan.models if m.id in feats]
+    scores = score_pairs(plan, models, feats, log)
+    result = record_result(plan, models, feats, scores)
+    return RunOutcome(result, write_result(result, config.output))
 
-    from .align import permutation_null, prepare_states, preprocess, sweep
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
+    """Check the dataset, metrics and models, and cut the extraction into units.
+
+    Everything a user can get wrong fails here, before any model is loaded.
+    """
     from .correlate import read_downstream_csv
     from .datasets import get_dataset
-    from .executors import (
-        ExtractionUnit,
-        forwarded_env,
-        get_executor,
-        in_process_plugins,
-        load_unit_features,
-        parse_shard,
-    )
-    from .features import cache_root, resolve_device
+    from .executors import get_executor
+    from .extract import resolve_device
     from .metrics import get_metric
 
     device = resolve_device(config.device)
@@ -308,13 +269,29 @@ def run(
     metrics = {
         name: get_metric(name, **_metric_params(name, config.topk)) for name in config.metrics
     }
-    extra_downstream = read_downstream_csv(config.downstream) if config.downstream else {}
+    downstream = read_downstream_csv(config.downstream) if config.downstream else {}
+    models, failures = _available_models(config, log)
+    model_pairs(models, config.pairs)  # fail before any extraction if a modality is missing
+    executor = get_executor(config.executor, config.executor_options)
+    units = _units(config, dataset, models, device, log)
+    return RunPlan(config, device, dataset, metrics, downstream, models, executor, units, failures)
 
-    selected = select_models(config.models)
+
+def _metric_params(name: str, topk: int) -> dict[str, Any]:
+    from .metrics import get_metric
+
+    metric = get_metric(name)
+    return {"topk": topk} if "topk" in metric.defaults else {}
+
+
+def _available_models(
+    config: RunConfig, log: Callable[[str], None]
+) -> tuple[list[ModelAdapter], list[Failure]]:
+    """The selected models that can run here; the others are skipped, or refused if named."""
     explicit = set(config.models.split(",")) - set(GROUPS)
     failures: list[Failure] = []
     runnable = []
-    for m in selected:
+    for m in select_models(config.models):
         ok, why = m.availability()
         if ok:
             runnable.append(m)
@@ -323,11 +300,20 @@ def run(
             raise PrhBenchError(f"model '{m.id}' is not available here: {why}")
         log(f"skipped {m.id}: {why}")
         failures.append(Failure(model=m.id, stage="availability", reason=why))
+    return runnable, failures
 
-    model_pairs(runnable, config.pairs)  # fail before any extraction if a modality is missing
-    executor = get_executor(config.executor, config.executor_options)
 
-    # extraction: one unit per model; the executor's workers write the feature store
+def _units(
+    config: RunConfig,
+    dataset: Any,
+    models: list[ModelAdapter],
+    device: str,
+    log: Callable[[str], None],
+) -> list[Any]:
+    """One extraction unit per model (only this shard's with ``--shard``)."""
+    from .executors import ExtractionUnit, forwarded_env, in_process_plugins, parse_shard
+    from .store import cache_root
+
     env, plugins = forwarded_env(), in_process_plugins()
     store = str(cache_root(config.cache_dir).expanduser().resolve())
     units = [
@@ -343,14 +329,30 @@ def run(
             plugins=plugins,
             env=env,
         )
-        for m in runnable
+        for m in models
     ]
     if config.shard is not None:
         index, count = parse_shard(config.shard)
         units = [u for i, u in enumerate(units) if i % count == index]
-        log(f"shard {index}/{count}: {len(units)} of {len(runnable)} extraction units")
-    results = executor.run(units, progress=progress, stop_on_error=not config.keep_going)
-    feats: dict[str, Any] = {}
+        log(f"shard {index}/{count}: {len(units)} of {len(models)} extraction units")
+    return units
+
+
+# --------------------------------------------------------------------------- extract
+
+
+def extract_all(
+    plan: RunPlan, log: Callable[[str], None], progress: bool
+) -> tuple[dict[str, FeatureSet], list[Any]]:
+    """Run the units on the executor (its workers write the store); read back each feature set.
+
+    A failed unit stops the run, or with ``keep_going`` becomes a failure of the plan.
+    """
+    from .executors import load_unit_features
+
+    config = plan.config
+    results = plan.executor.run(plan.units, progress=progress, stop_on_error=not config.keep_going)
+    feats: dict[str, FeatureSet] = {}
     for unit_result in results:
         if unit_result.ok:
             try:
@@ -361,7 +363,7 @@ def run(
             if not config.keep_going:
                 unit_result.raise_error()
             log(f"failed {unit_result.model_id}: {unit_result.error}")
-            failures.append(
+            plan.failures.append(
                 Failure(model=unit_result.model_id, stage="extraction", reason=unit_result.error)
             )
             continue
@@ -370,18 +372,43 @@ def run(
             f"{' (cached)' if fs.from_cache else ''}"
         )
         feats[unit_result.model_id] = fs
-    if config.shard is not None:  # alignment waits for every shard: a run without --shard
-        return RunOutcome(None, None, units=results, failures=failures)
-    models = [m for m in runnable if m.id in feats]
+    return feats, results
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score_pairs(
+    plan: RunPlan,
+    models: list[ModelAdapter],
+    feats: dict[str, FeatureSet],
+    log: Callable[[str], None],
+) -> list[ScoreRecord]:
+    """Every metric x pair, from the score cache or swept (with its null) and cached.
+
+    Each model's layers are preprocessed once, and prepared once per metric, lazily: a run
+    whose scores are all cached prepares nothing.
+    """
+    from .align import prepare_states, preprocess
+    from .store import ScoreCache
+
+    config = plan.config
     pairs = model_pairs(models, config.pairs)
     n = next(iter(feats.values())).num_samples
-
-    # alignment: preprocess and prepare each model once per metric, then every pair
     options = {"q": config.q}
     layers = {m.id: preprocess(feats[m.id].layers, m.id, **options) for m in models}
     states: dict[tuple[str, str], list[Any]] = {}
+
+    def prepared(model_id: str, metric_name: str) -> list[Any]:
+        if (model_id, metric_name) not in states:
+            states[(model_id, metric_name)] = prepare_states(
+                plan.metrics[metric_name], layers[model_id]
+            )
+        return states[(model_id, metric_name)]
+
+    cache = ScoreCache.at(config.cache_dir)
     scores: list[ScoreRecord] = []
-    for metric_name, metric in metrics.items():
+    for metric_name, metric in plan.metrics.items():
         metric.check_n(n)
         for a, b in pairs:
             # feature files are content-addressed: their names identify model x data x settings
@@ -394,77 +421,112 @@ def run(
                 "null": config.null_permutations,
                 "seed": config.seed,
             }
-            cached = _score_cache_path(config.cache_dir, parts)
-            if cached.exists():
-                try:
-                    scores.append(ScoreRecord.model_validate_json(cached.read_text()))
-                    continue
-                except ValueError:
-                    log(f"warning: unreadable score cache {cached}; recomputing")
-            for model in (a, b):
-                if (model.id, metric_name) not in states:
-                    states[(model.id, metric_name)] = prepare_states(metric, layers[model.id])
-            sa, sb = states[(a.id, metric_name)], states[(b.id, metric_name)]
-            matrix, best, best_index = sweep(metric, sa, sb)
-            null = None
-            if config.null_permutations:
-                nl = permutation_null(
-                    metric,
-                    sa,
-                    sb,
-                    best,
-                    config.null_permutations,
-                    config.seed,
-                    layers_b=layers[b.id],
-                )
-                null = NullRecord(
-                    permutations=nl.permutations, mean=nl.mean, std=nl.std, p_value=nl.p_value
-                )
-            record = ScoreRecord(
-                model_a=a.id,
-                model_b=b.id,
-                metric=metric_name,
-                params=dict(metric.params),
-                value=best,
-                best_index=best_index,
-                matrix=[[None if np.isnan(v) else float(v) for v in row] for row in matrix],
-                preprocessing={
-                    **options,
-                    "exact": False,
-                    "clamp_per_layer": False,
-                    "normalize": True,
-                    "concat": False,
-                },
-                null=null,
-            )
-            atomic_write_text(cached, record.model_dump_json())
+            record = _cached_score(cache, parts, log)
+            if record is None:
+                sa, sb = prepared(a.id, metric_name), prepared(b.id, metric_name)
+                record = _score_pair(config, metric_name, metric, (a, b), (sa, sb), layers[b.id])
+                cache.put(parts, record.model_dump_json())
             scores.append(record)
+    return scores
 
-    result = RunResult(
-        run_id=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6],
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        prh_bench_version=_version(),
-        git_commit=_git_commit(),
-        environment=environment(device),
+
+def _cached_score(
+    cache: ScoreCache, parts: dict[str, Any], log: Callable[[str], None]
+) -> ScoreRecord | None:
+    text = cache.get(parts)
+    if text is None:
+        return None
+    try:
+        return ScoreRecord.model_validate_json(text)
+    except ValueError:
+        log(f"warning: unreadable score cache {cache.path(parts)}; recomputing")
+        return None
+
+
+def _score_pair(
+    config: RunConfig,
+    metric_name: str,
+    metric: Any,
+    pair: tuple[ModelAdapter, ModelAdapter],
+    states: tuple[list[Any], list[Any]],
+    layers_b: Any,
+) -> ScoreRecord:
+    """The layer sweep of one pair, its best score and, if asked, its permutation null."""
+    import numpy as np
+
+    from .align import permutation_null, sweep
+
+    (a, b), (sa, sb) = pair, states
+    matrix, best, best_index = sweep(metric, sa, sb)
+    null = None
+    if config.null_permutations:
+        nl = permutation_null(
+            metric, sa, sb, best, config.null_permutations, config.seed, layers_b=layers_b
+        )
+        null = NullRecord(
+            permutations=nl.permutations, mean=nl.mean, std=nl.std, p_value=nl.p_value
+        )
+    return ScoreRecord(
+        model_a=a.id,
+        model_b=b.id,
+        metric=metric_name,
+        params=dict(metric.params),
+        value=best,
+        best_index=best_index,
+        matrix=[[None if np.isnan(v) else float(v) for v in row] for row in matrix],
+        preprocessing={
+            "q": config.q,
+            "exact": False,
+            "clamp_per_layer": False,
+            "normalize": True,
+            "concat": False,
+        },
+        null=null,
+    )
+
+
+# --------------------------------------------------------------------------- record
+
+
+def record_result(
+    plan: RunPlan,
+    models: list[ModelAdapter],
+    feats: dict[str, FeatureSet],
+    scores: list[ScoreRecord],
+) -> RunResult:
+    """The result: settings, provenance, dataset, models with their features, scores, failures."""
+    from .provenance import environment, git_commit, prh_bench_version
+
+    now = datetime.now(timezone.utc)
+    dataset = plan.dataset
+    n = next(iter(feats.values())).num_samples
+    return RunResult(
+        run_id=now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6],
+        created=now.isoformat(timespec="seconds"),
+        prh_bench_version=prh_bench_version(),
+        git_commit=git_commit(),
+        environment=environment(plan.device),
         plugins=_plugins(),
-        config={k: v for k, v in asdict(config).items()},
+        config={k: v for k, v in asdict(plan.config).items()},
         dataset=DatasetRecord(
             id=dataset.id, revision=dataset.revision, content_hash=dataset.content_hash, n=n
         ),
-        models=[_model_record(m, feats[m.id], extra_downstream.get(m.id, {})) for m in models],
+        models=[_model_record(m, feats[m.id], plan.downstream.get(m.id, {})) for m in models],
         scores=scores,
-        failures=failures,
+        failures=plan.failures,
     )
-    return RunOutcome(result, write_result(result, config.output))
 
 
-def _version() -> str:
-    from . import __version__
+def _plugins() -> list[PluginRecord]:
+    from .plugins import loaded_plugins
 
-    return __version__
+    return [
+        PluginRecord(name=p.name, distribution=p.distribution, version=p.version)
+        for p in loaded_plugins()
+    ]
 
 
-def _model_record(m: ModelAdapter, fs: Any, extra: dict[str, Downstream]) -> ModelRecord:
+def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream]) -> ModelRecord:
     bpb = fs.stats.get("bits_per_byte")
     downstream = {
         name: Downstream(value=d.value, source=d.source)

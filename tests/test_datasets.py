@@ -316,7 +316,7 @@ def test_cli_show_prints_samples_and_options(tmp_path):
     result = CliRunner().invoke(cli, ["datasets", "show", f"local:{tmp_path / 'no'}"])
     assert result.exit_code == 1 and "does not exist" in result.output
     result = CliRunner().invoke(cli, ["datasets", "show", str(folder), "-o", "skip_bad"])
-    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+    assert result.exit_code == 1 and "dataset option 'skip_bad' must be KEY=VALUE" in result.output
 
 
 def test_listing_datasets_does_not_import_heavy_libraries():

@@ -17,13 +17,8 @@ from PIL import Image
 
 from prh_bench import Dataset, LoadedModel, ModelAdapter, ModelError, Sample
 from prh_bench.cli import cli
-from prh_bench.features import (
-    extract_features,
-    feature_key,
-    list_cache,
-    read_header,
-    remove_cache,
-)
+from prh_bench.extract import extract_features
+from prh_bench.store import feature_key, list_cache, read_header, remove_cache
 
 CAPTIONS = [
     "a red square on a white background",

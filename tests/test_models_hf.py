@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from prh_bench import ModelError, Sample
-from prh_bench.features import extract_features
+from prh_bench.extract import extract_features
 from prh_bench_plugins.hf_language import HFLanguageAdapter
 
 

@@ -9,7 +9,7 @@ import torch
 from test_features import CAPTIONS, TinyDataset
 
 from prh_bench import ModelError, Sample, get_model
-from prh_bench.features import extract_features
+from prh_bench.extract import extract_features
 from prh_bench_plugins import offline_models
 from prh_bench_plugins.offline_models import INSTALL_HINT, EfficientNetLiteAdapter
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from test_features import TinyDataset
 
 from prh_bench import ModelError
-from prh_bench.features import extract_features
+from prh_bench.extract import extract_features
 from prh_bench_plugins.open_clip_models import OpenClipAdapter
 
 ARCH = "prh-test-tiny-clip"

@@ -10,7 +10,7 @@ from test_features import TinyDataset
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from prh_bench import ModelError
-from prh_bench.features import extract_features
+from prh_bench.extract import extract_features
 from prh_bench_plugins.timm_models import TimmVisionAdapter
 
 VIT = "vit_tiny_patch16_224.augreg_in21k"

@@ -207,7 +207,10 @@ def test_config_file_and_flags_override(tiny, run_cli):
     [
         ("topk = \n", "malformed TOML"),
         ("models = 'offline'\ntopkk = 3\n", "line 2: unknown key 'topkk'"),
-        ("topk = 'ten'\n", "line 1: key 'topk' must be int, got 'ten'"),
+        ("topk = 'ten'\n", "line 1: key 'topk' must be an integer, got 'ten'"),
+        # a key outside [run] would be silently ignored (issue 14): refused instead
+        ("topk = 5\n[run]\nmodels = 'offline'\n", "topk sit outside [run]"),
+        ("[run]\nmetrics = ['mutual_knn', 3]\n", "line 2: key 'metrics' must be a list"),
     ],
 )
 def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
@@ -216,6 +219,31 @@ def test_malformed_config_names_file_line_key(tiny, run_cli, text, message):
     result = run_cli("run", "--config", str(cfg))
     assert result.exit_code == 1
     assert str(cfg) in result.output and message in result.output
+
+
+def test_every_run_setting_has_a_config_file_type():
+    from dataclasses import fields
+
+    from prh_bench.runner import _CONFIG_TYPES
+
+    assert set(_CONFIG_TYPES) == {f.name for f in fields(RunConfig)}
+
+
+def test_config_file_reads_keys_under_run_or_at_the_top(tmp_path):
+    from prh_bench.runner import load_config_file
+
+    top, table = tmp_path / "top.toml", tmp_path / "table.toml"
+    top.write_text("metrics = 'cka'\ntopk = 5\nq = 1\n")
+    table.write_text("[run]\nmetrics = ['cka']\ntopk = 5\nq = 1\n")
+    assert (
+        load_config_file(top)
+        == load_config_file(table)
+        == {
+            "metrics": ["cka"],
+            "topk": 5,
+            "q": 1,
+        }
+    )
 
 
 def test_bad_run_settings():

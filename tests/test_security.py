@@ -84,7 +84,7 @@ def test_remote_code_is_passed_only_as_the_adapters_opt_in(tmp_path, monkeypatch
 
 
 def test_feature_files_are_safetensors(fresh_plugins, tmp_path, monkeypatch):
-    from prh_bench.features import extract_features
+    from prh_bench.extract import extract_features
 
     import runner_plugin
 
