@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from prh_bench import InvalidInputError, align_layers, clamp_outliers, get_metric
-from prh_bench.align import quantile_threshold
+from prh_bench.align import quantile_threshold, sweep
+from prh_bench.metrics import Metric
 
 import reference_formulas as ref
 
@@ -146,3 +147,37 @@ def test_nan_layer_names_layer_and_sample():
     a[4, 2, 1] = float("nan")
     with pytest.raises(InvalidInputError, match="feats_a layer 2 contains NaN or inf .*index 4"):
         align_layers(a, torch.randn(10, 2, 4), "mutual_knn", topk=3)
+
+
+class TableMetric(Metric):
+    """Scores read from a fixed [L_a, L_b] table: the states are the layer numbers."""
+
+    name = "table"
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = table
+
+    def compare(self, state_a: int, state_b: int) -> float:
+        return self.table[state_a][state_b]
+
+
+def test_ties_go_to_the_first_maximum_in_b_major_order():
+    """As measure_alignment.py: B's (vision) layers outside, A's (language) inside, first `>`."""
+    nan = float("nan")
+    table = [
+        [0.1, 0.2, 0.9],  # A layer 0: ties at (0, 2) ...
+        [0.3, 0.9, 0.5],  # ... and (1, 1), which comes first with B outside
+        [0.9, nan, 0.2],  # ... and (2, 0), first of all
+    ]
+    metric = TableMetric(table)
+    matrix, best, best_index = sweep(metric, [0, 1, 2], [0, 1, 2])
+    assert best == 0.9 and best_index == (2, 0)  # row-major order would give (0, 2)
+    table[2][0] = 0.1
+    assert sweep(metric, [0, 1, 2], [0, 1, 2])[2] == (1, 1)
+    # many ties: seeded tables of small integers, against the reference driver's own loop
+    rng = np.random.default_rng(0)
+    for shape in [(3, 4), (5, 2), (7, 7)]:
+        table = rng.integers(0, 3, size=shape).astype(float)
+        _, best, best_index = sweep(TableMetric(table.tolist()), range(shape[0]), range(shape[1]))
+        assert (best, best_index) == ref.driver_best(table)
