@@ -495,4 +495,9 @@ def register_models(register: Any) -> None:
             )
         )
     for repo, params in _ENCODERS:
-        register(HFLanguageAdapter(repo, causal=False, parameters=params, tags=("hub", "encoder")))
+        # their 512 learned positions; right padding keeps encoders' features padding-free
+        register(
+            HFLanguageAdapter(
+                repo, causal=False, parameters=params, tags=("hub", "encoder"), max_length=512
+            )
+        )
