@@ -154,6 +154,14 @@ def test_batch_padding_is_refused_where_it_moves_features(checkpoint, tmp_path):
         fs = extract_features(adapter, VariedCaptions(), **run)
         want, _ = reference_extraction(folder, VariedCaptions().captions(), batch_size=4)
         assert relative_error(fs.layers[-1], want[:, -1]) < 1e-5
+    # the probe holds in bf16 too: rounding passes, shifted positions do not
+    in_bf16 = adapter.load("cpu", torch.bfloat16)
+    if family == "gpt2":
+        with pytest.raises(ModelError, match="padding='global'"):
+            in_bf16.prepare_texts(VariedCaptions().captions())
+    else:
+        in_bf16.prepare_texts(VariedCaptions().captions())
+        assert in_bf16.pad_to is None  # per-batch padding
 
 
 def test_global_padding_needs_the_captions_first(checkpoint):
