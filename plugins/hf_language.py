@@ -224,6 +224,12 @@ class HFLoaded(LoadedModel):
                     "differ from the reference; use padding='global' (the default)"
                 )
 
+    def features(self, batch: list[Sample]) -> list[torch.Tensor]:
+        """Per-layer features of ``batch``, taken as the whole dataset (its longest caption
+        sets the padding)."""
+        self.prepare_texts([s.text for s in batch])
+        return super().features(batch)
+
     def collator(self) -> TextCollator:
         if self.padding == "global" and self.pad_to is None:
             raise ModelError(

@@ -172,6 +172,12 @@ def test_global_padding_needs_the_captions_first(checkpoint):
     loaded.prepare_texts(VariedCaptions().captions())
     batch = loaded.collator()([VariedCaptions()[0]])  # one word, padded all the way
     assert batch["input_ids"].shape[1] == loaded.pad_to > int(batch["attention_mask"].sum())
+    # features(batch) takes the batch as the whole dataset: padded to the batch's longest
+    samples = [VariedCaptions()[i] for i in (0, 1)]
+    with torch.inference_mode():
+        layers = loaded.features(samples)
+    want, _ = reference_extraction(folder, [s.text for s in samples], batch_size=2)
+    assert relative_error(layers[-1], want[:, -1]) <= 1e-6
 
 
 @pytest.fixture(scope="module")
