@@ -5,10 +5,15 @@ captions, ``origin``). The caption the paper uses is ``text[0]``; ``caption_inde
 another, which then comes first in ``sample.texts``. ``path`` reads a copy made with
 ``Dataset.save_to_disk`` (or a Parquet file) instead of the hub, e.g. on a machine without
 network. ``datasets`` is imported only when the data is read.
+
+Images are decoded as ``datasets`` (>= 2.19) decodes them for the reference: turned upright by
+their EXIF orientation (``PIL.ImageOps.exif_transpose``), then made RGB. The decoding rule is
+part of the content hash, so features cached under another rule are not reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from .datasets_local import content_digest
 from .hub import hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
+DECODING = "exif_transpose"  # in the content hash: a change of decoding changes the images
 REVISION = "wit_1024"
 FETCH_HINT = (
     'on a connected machine run: python -c "import datasets; datasets.load_dataset('
@@ -168,7 +174,9 @@ class WitDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         row = self.rows[index]
         data = self._image_bytes(index, row["image"])
-        image = decode_image(data, index=index, where=f"{self.id} sample {index}")
+        image = decode_image(
+            data, index=index, where=f"{self.id} sample {index}", exif_transpose=True
+        )
         return Sample(sample_id=f"{self.id}-{index:04d}", image=image,
                       texts=self._texts(index, row["text"]))  # fmt: skip
 
@@ -179,7 +187,7 @@ class WitDataset(Dataset):
     def content_hash(self) -> str:
         if self._hash is None:
             rows = self.rows
-            self._hash = content_digest(
+            digest = content_digest(
                 (
                     f"{self.id}-{i:04d}",
                     self._image_bytes(i, row["image"]),
@@ -187,6 +195,7 @@ class WitDataset(Dataset):
                 )  # fmt: skip
                 for i, row in enumerate(rows)
             )
+            self._hash = hashlib.sha256(f"{digest};decode={DECODING}".encode()).hexdigest()
         return self._hash
 
 

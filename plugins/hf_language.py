@@ -6,6 +6,13 @@ block), mean-pooled over the real tokens of each caption, with left padding for 
 Causal LMs also report each caption's bits-per-byte (summed next-token cross-entropy in bits
 over the caption's UTF-8 byte count), computed from the same forward pass.
 
+Fidelity to the reference's ``extract_features.py``: by default every batch is padded to the
+dataset's longest caption (``padding="global"``), as the reference tokenises the whole dataset
+at once; with absolute position embeddings (GPT-2 style) a caption's features depend on how
+far it is padded, so this is what makes them equal at any batch size. Captions are not
+truncated unless ``max_length`` is set, and pooling runs in float32 unless
+``pool_dtype="model"`` (the reference's GPU run: bf16 pooling and storage).
+
 torch and transformers are imported inside functions only: listing models stays fast.
 """
 
@@ -14,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
+from prh_bench import InvalidInputError, LoadedModel, ModelAdapter, ModelError, hookimpl
 from prh_bench_plugins.hub import cached_commit, weights_availability
 
 if TYPE_CHECKING:
@@ -57,11 +65,22 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
     return "sha256-" + digest.hexdigest()[:16]
 
 
-class TextCollator:
-    """Tokenises the first caption of each sample (picklable: runs in DataLoader workers)."""
+PADDINGS = ("global", "batch")
+POOL_DTYPES = ("float32", "model")
 
-    def __init__(self, tokenizer: Any, max_length: int, with_bytes: bool) -> None:
-        self.tokenizer, self.max_length, self.with_bytes = tokenizer, max_length, with_bytes
+
+class TextCollator:
+    """Tokenises the first caption of each sample (picklable: runs in DataLoader workers).
+
+    ``pad_to``: the length every batch is padded to (the dataset's longest caption); None pads
+    to the longest caption of the batch. ``truncate``: the token cap, None for none.
+    """
+
+    def __init__(
+        self, tokenizer: Any, truncate: int | None, with_bytes: bool, pad_to: int | None = None
+    ) -> None:
+        self.tokenizer, self.truncate, self.with_bytes = tokenizer, truncate, with_bytes
+        self.pad_to = pad_to
 
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         import torch
@@ -69,9 +88,9 @@ class TextCollator:
         texts = [s.text for s in samples]
         enc = self.tokenizer(
             texts,
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
+            padding="max_length" if self.pad_to else "longest",
+            truncation=self.truncate is not None,
+            max_length=self.pad_to or self.truncate,
             return_tensors="pt",
         )
         out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
@@ -80,16 +99,32 @@ class TextCollator:
         return out
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` [B, T, D] over positions where ``mask`` [B, T] is 1 (in float32)."""
-    m = mask.to(hidden.device, torch_float32()).unsqueeze(-1)
-    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, dtype: Any = None) -> torch.Tensor:
+    """Mean of ``hidden`` [B, T, D] over positions where ``mask`` [B, T] is 1, in ``dtype``.
 
-
-def torch_float32() -> Any:
+    The reference's arithmetic: ``(h * mask).sum / mask.sum`` with the integer mask, so the
+    result keeps h's dtype (float32 unless ``dtype`` says otherwise, e.g. the model's bf16).
+    """
     import torch
 
-    return torch.float32
+    h = hidden.to(dtype or torch.float32)
+    m = mask.to(h.device, torch.long).unsqueeze(-1)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+def context_length(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens the model has positions for (None when neither config nor tokenizer say)."""
+    config = model.config.get_text_config()
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    limits.append(getattr(tokenizer, "model_max_length", None))  # huge when unset
+    known = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(known, default=None)
+
+
+def _text_sample(text: str) -> Sample:
+    from prh_bench import Sample
+
+    return Sample("probe", None, (text,))  # type: ignore[arg-type]
 
 
 def bits_per_byte(
@@ -121,22 +156,92 @@ class HFLoaded(LoadedModel):
         *,
         pooling: str,
         causal: bool,
-        max_length: int,
         model_id: str,
+        truncate: int | None = None,
+        padding: str = "batch",
+        pool_dtype: str = "float32",
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.pooling, self.causal, self.max_length = pooling, causal, max_length
+        self.pooling, self.causal, self.truncate = pooling, causal, truncate
+        self.padding, self.pool_dtype = padding, pool_dtype
         self.model_id = model_id
+        self.pad_to: int | None = None  # set by prepare_texts for padding="global"
         # with device_map="auto" the inputs go where the embeddings live
         self.device = str(model.get_input_embeddings().weight.device)
         n_layers = int(model.config.get_text_config().num_hidden_layers)
         self.num_layers = n_layers + 1
         self.layer_names = ["embeddings"] + [f"layers.{i}" for i in range(n_layers)]
 
+    def prepare_texts(self, texts: Sequence[str]) -> None:
+        """See every caption once: the global padding length, the context check, the probe."""
+        lengths = self.token_lengths(texts)
+        longest = max(lengths, default=1)
+        limit = context_length(self.model, self.tokenizer)
+        if limit is not None and longest > limit:
+            index = lengths.index(longest)
+            raise ModelError(
+                f"model '{self.model_id}': caption {index} has {longest} tokens, more than the "
+                f"model's {limit} positions; set max_length={limit} to truncate (documented "
+                "departure from the reference, which does not truncate)"
+            )
+        if self.padding == "global":
+            self.pad_to = longest
+        elif lengths and longest > min(lengths):
+            shortest = texts[lengths.index(min(lengths))]
+            self.check_padding_invariant(shortest, longest)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Each caption's token count after truncation (special tokens included)."""
+        enc = self.tokenizer(
+            list(texts), truncation=self.truncate is not None, max_length=self.truncate
+        )
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def check_padding_invariant(self, text: str, pad_to: int) -> None:
+        """Refuse padding="batch" where padding moves features (absolute position embeddings).
+
+        The caption is encoded alone and padded to ``pad_to`` tokens; with relative positions
+        (RoPE, ALiBi) or right padding the two agree to rounding, with GPT-2-style learned
+        positions they do not, and per-batch padding would silently depart from the reference.
+        """
+        import torch
+
+        sample = [_text_sample(text)]
+        with torch.inference_mode():
+            alone, padded = (
+                self.encode(TextCollator(self.tokenizer, self.truncate, self.causal, to)(sample))[0]
+                for to in (None, pad_to)
+            )
+        # rounding moves features by ~1e-7 (float32) or ~1e-3 (bf16) of their norm; shifted
+        # learned positions move the embedding layer's output by a good fraction of it
+        tolerance = 1e-4 if self.model.dtype == torch.float32 else 2e-2
+        norm = torch.linalg.vector_norm
+        for layer, (a, b) in enumerate(zip(alone, padded, strict=True)):
+            if float(norm(a.float() - b.float())) > tolerance * float(norm(b.float())):
+                raise ModelError(
+                    f"model '{self.model_id}': its features change with the amount of padding "
+                    f"(layer {layer}; absolute position embeddings?), so padding='batch' would "
+                    "differ from the reference; use padding='global' (the default)"
+                )
+
+    def features(self, batch: list[Sample]) -> list[torch.Tensor]:
+        """Per-layer features of ``batch``, taken as the whole dataset (its longest caption
+        sets the padding)."""
+        self.prepare_texts([s.text for s in batch])
+        return super().features(batch)
+
     def collator(self) -> TextCollator:
-        return TextCollator(self.tokenizer, self.max_length, with_bytes=self.causal)
+        if self.padding == "global" and self.pad_to is None:
+            raise ModelError(
+                f"model '{self.model_id}': padding='global' pads every batch to the dataset's "
+                "longest caption; call prepare_texts(all captions) before collating "
+                "(extract_features does)"
+            )
+        return TextCollator(self.tokenizer, self.truncate, self.causal, self.pad_to)
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[list[Any], dict[str, Any]]:
+        import torch
+
         ids = inputs["input_ids"].to(self.device)
         mask = inputs["attention_mask"].to(self.device)
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -146,12 +251,13 @@ class HFLoaded(LoadedModel):
                 f"model '{self.model_id}' returned {len(hidden)} hidden states, "
                 f"expected {self.num_layers}"
             )
+        dtype = hidden[0].dtype if self.pool_dtype == "model" else torch.float32
         if self.pooling == "mean":
-            layers = [mean_pool(h, mask) for h in hidden]
+            layers = [mean_pool(h, mask, dtype) for h in hidden]
         elif self.pooling == "last":  # left padding: the last position is the last real token
-            layers = [h[:, -1].float() for h in hidden]
+            layers = [h[:, -1].to(dtype) for h in hidden]
         else:  # "cls": the first token (encoders, right padding)
-            layers = [h[:, 0].float() for h in hidden]
+            layers = [h[:, 0].to(dtype) for h in hidden]
         stats: dict[str, Any] = {}
         if self.causal:
             stats["bits_per_byte"] = bits_per_byte(out.logits, ids, mask, inputs["num_bytes"])
@@ -169,7 +275,19 @@ class HFLoaded(LoadedModel):
 
 
 class HFLanguageAdapter(ModelAdapter):
-    """A transformers language model, from a hub id or a local folder (``source``)."""
+    """A transformers language model, from a hub id or a local folder (``source``).
+
+    Options that change features (each is in ``preprocessing()``, hence in the cache key):
+
+    - ``padding``: ``"global"`` (causal default) pads every batch to the dataset's longest
+      caption, as the reference does: features do not depend on the batch size, whatever the
+      position encoding. ``"batch"`` (encoder default) pads to each batch's longest caption;
+      for a causal LM it is refused at extraction when padding moves its features.
+    - ``max_length``: truncate captions to this many tokens; None (default) keeps them whole,
+      as the reference. A caption longer than the model's context is refused, naming it.
+    - ``pool_dtype``: ``"float32"`` (default) pools in float32; ``"model"`` pools in the
+      model's compute dtype (the reference's bf16 GPU run; values stored as float32 after).
+    """
 
     modality = "language"
     family = "transformers"
@@ -187,9 +305,11 @@ class HFLanguageAdapter(ModelAdapter):
         tags: tuple[str, ...] = (),
         url: str | None = None,
         citation: str | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
         pooling: str = "mean",
         trust_remote_code: bool = False,
+        padding: str | None = None,
+        pool_dtype: str = "float32",
     ) -> None:
         super().__init__()
         self.id = id
@@ -200,10 +320,18 @@ class HFLanguageAdapter(ModelAdapter):
         self.revision = revision
         self.batch_size = batch_size
         self.large = large  # spread over every visible GPU with device_map="auto"
-        self.max_length = max_length
         self.family = "transformers-causal" if causal else "transformers-encoder"
         self.poolings = ("mean", "last") if causal else ("mean", "cls")
         self.pooling = pooling
+        # what makes features equal to the reference's (all three go into the cache key):
+        # the token cap (None: none, as the reference), the padding scheme (global: every
+        # batch padded to the dataset's longest caption; right padding moves no token, so
+        # encoders pad per batch), and the pooling dtype (float32, or the model's own dtype)
+        self.max_length = check_max_length(id, max_length)
+        self.padding = check_choice(
+            id, "padding", padding or ("global" if causal else "batch"), PADDINGS
+        )
+        self.pool_dtype = check_choice(id, "pool_dtype", pool_dtype, POOL_DTYPES)
         self.tags = tags
         self.metadata.parameters = parameters
         self.metadata.revision = revision
@@ -225,7 +353,24 @@ class HFLanguageAdapter(ModelAdapter):
 
     def preprocessing(self) -> str:
         side = "left" if self.causal else "right"
-        return f"tokenizer;pad={side};max_length={self.max_length};caption=text[0]"
+        truncate = self.max_length if self.max_length is not None else "none"
+        return (
+            f"tokenizer;pad={side}-{self.padding};truncate={truncate};"
+            f"pool_dtype={self.pool_dtype};caption=text[0]"
+        )
+
+    def with_options(self, **options: Any) -> ModelAdapter:
+        """Also ``padding``, ``max_length`` and ``pool_dtype`` (see the class docstring)."""
+        own = {k: options.pop(k) for k in ("padding", "max_length", "pool_dtype") if k in options}
+        clone = super().with_options(**options)
+        assert isinstance(clone, HFLanguageAdapter)
+        if "padding" in own:
+            clone.padding = check_choice(self.id, "padding", own["padding"], PADDINGS)
+        if "max_length" in own:
+            clone.max_length = check_max_length(self.id, own["max_length"])
+        if "pool_dtype" in own:
+            clone.pool_dtype = check_choice(self.id, "pool_dtype", own["pool_dtype"], POOL_DTYPES)
+        return clone
 
     def weights_revision(self) -> str:
         if self.is_local:
@@ -280,9 +425,30 @@ class HFLanguageAdapter(ModelAdapter):
             tok,
             pooling=self.pooling,
             causal=self.causal,
-            max_length=self.max_length,
             model_id=self.id,
+            truncate=self.max_length,
+            padding=self.padding,
+            pool_dtype=self.pool_dtype,
         )
+
+
+def check_choice(model_id: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInputError(
+            f"model '{model_id}': {name} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return str(value)
+
+
+def check_max_length(model_id: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise InvalidInputError(
+            f"model '{model_id}': max_length must be an integer of at least 2 tokens or None "
+            f"(no truncation), got {value!r}"
+        )
+    return value
 
 
 _PAPER = "https://arxiv.org/abs/2405.07987"
@@ -337,4 +503,9 @@ def register_models(register: Any) -> None:
             )
         )
     for repo, params in _ENCODERS:
-        register(HFLanguageAdapter(repo, causal=False, parameters=params, tags=("hub", "encoder")))
+        # their 512 learned positions; right padding keeps encoders' features padding-free
+        register(
+            HFLanguageAdapter(
+                repo, causal=False, parameters=params, tags=("hub", "encoder"), max_length=512
+            )
+        )

@@ -138,7 +138,12 @@ def prepare_states(metric: Metric, layers: list[torch.Tensor]) -> list[Any]:
 def sweep(
     metric: Metric, states_a: list[Any], states_b: list[Any]
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """The full score matrix of prepared states and its first maximum (row-major order)."""
+    """The full score matrix [L_a, L_b] of prepared states and its best pair.
+
+    Ties go as in the reference's ``measure_alignment.py``: it loops over B's layers outside
+    and A's inside (B is vision, A language in its default call, as in the runner's pairs) and
+    keeps the first strict maximum, i.e. the first maximum in B-major (column-major) order.
+    """
     import numpy as np
 
     matrix = np.asarray(metric.compare_all(states_a, states_b), dtype=np.float64)
@@ -147,8 +152,8 @@ def sweep(
             f"metric '{metric.name}' is undefined (NaN) for every layer pair; "
             "are the features constant?"
         )
-    flat = int(np.nanargmax(matrix))  # a NaN pair (e.g. a constant layer) never wins
-    i, j = divmod(flat, matrix.shape[1])
+    flat = int(np.nanargmax(matrix.T))  # a NaN pair (e.g. a constant layer) never wins
+    j, i = divmod(flat, matrix.shape[0])
     return matrix, float(matrix[i, j]), (i, j)
 
 

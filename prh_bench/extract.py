@@ -213,7 +213,9 @@ def _loader(
 
     workers = _default_workers(adapter.modality) if num_workers is None else num_workers
     if adapter.modality == "language":
-        rows: Any = _Captions(ds.captions(), start)
+        captions = ds.captions()
+        loaded.prepare_texts(captions)  # all of them: padding and checks see the dataset
+        rows: Any = _Captions(captions, start)
     else:
         rows = _Rows(ds, start, len(ds))
     return DataLoader(

@@ -8,7 +8,7 @@ pooled features, one ``[B, D_l]`` tensor per layer.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +51,10 @@ class LoadedModel:
     layer_names: list[str]
     #: the device the inputs must be on
     device: str = "cpu"
+
+    def prepare_texts(self, texts: Sequence[str]) -> None:
+        """Called once with every caption of the dataset before the first batch of a language
+        model (also when a run resumes), e.g. to pad every batch to the longest caption."""
 
     def collator(self) -> Callable[[list[Sample]], Any]:
         """A picklable callable mapping samples to model inputs (runs in DataLoader workers)."""

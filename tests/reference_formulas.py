@@ -154,5 +154,15 @@ def best_pair(
             x = torch.nn.functional.normalize(feats_a[:, i], dim=-1)
             y = torch.nn.functional.normalize(feats_b[:, j], dim=-1)
             matrix[i, j] = metric(x, y, **kwargs)
-    i, j = np.unravel_index(np.argmax(matrix), matrix.shape)
-    return matrix, float(matrix[i, j]), (int(i), int(j))
+    return (matrix, *driver_best(matrix))
+
+
+def driver_best(matrix: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """measure_alignment.py's choice: compute_score(vision, language) loops over B's layers
+    outside and A's inside and keeps the first strict maximum."""
+    best, best_index = -np.inf, (0, 0)
+    for j in range(matrix.shape[1]):
+        for i in range(matrix.shape[0]):
+            if matrix[i, j] > best:
+                best, best_index = float(matrix[i, j]), (i, j)
+    return best, best_index

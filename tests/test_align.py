@@ -8,6 +8,7 @@ import torch
 
 from prh_bench import InvalidInputError, align_layers, clamp_outliers, get_metric
 from prh_bench.align import permutation_null, prepare_states, preprocess, quantile_threshold, sweep
+from prh_bench.metrics import Metric
 
 import reference_formulas as ref
 
@@ -231,3 +232,37 @@ def test_permutation_null_without_permute_prepares_the_shuffled_layers(monkeypat
     assert slow == fast
     with pytest.raises(InvalidInputError, match="^permutations must be >= 1, got 0$"):
         permutation_null(metric, states_a, states_b, 0.5, permutations=0)
+
+
+class TableMetric(Metric):
+    """Scores read from a fixed [L_a, L_b] table: the states are the layer numbers."""
+
+    name = "table"
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = table
+
+    def compare(self, state_a: int, state_b: int) -> float:
+        return self.table[state_a][state_b]
+
+
+def test_ties_go_to_the_first_maximum_in_b_major_order():
+    """As measure_alignment.py: B's (vision) layers outside, A's (language) inside, first `>`."""
+    nan = float("nan")
+    table = [
+        [0.1, 0.2, 0.9],  # A layer 0: ties at (0, 2) ...
+        [0.3, 0.9, 0.5],  # ... and (1, 1), which comes first with B outside
+        [0.9, nan, 0.2],  # ... and (2, 0), first of all
+    ]
+    metric = TableMetric(table)
+    matrix, best, best_index = sweep(metric, [0, 1, 2], [0, 1, 2])
+    assert best == 0.9 and best_index == (2, 0)  # row-major order would give (0, 2)
+    table[2][0] = 0.1
+    assert sweep(metric, [0, 1, 2], [0, 1, 2])[2] == (1, 1)
+    # many ties: seeded tables of small integers, against the reference driver's own loop
+    rng = np.random.default_rng(0)
+    for shape in [(3, 4), (5, 2), (7, 7)]:
+        table = rng.integers(0, 3, size=shape).astype(float)
+        _, best, best_index = sweep(TableMetric(table.tolist()), range(shape[0]), range(shape[1]))
+        assert (best, best_index) == ref.driver_best(table)

@@ -256,6 +256,52 @@ def test_wit_reads_a_saved_copy_with_caption_index(tmp_path):
         get_dataset("wit_1024", split="test")
 
 
+def exif_jpeg(orientation: int | None, mode: str = "RGB") -> bytes:
+    """A 6x4 JPEG with a distinct left column and, if given, an EXIF orientation tag."""
+    img = Image.new(mode, (6, 4), "white" if mode == "RGB" else 255)
+    for y in range(4):
+        img.putpixel((0, y), (200, 0, 0) if mode == "RGB" else 40)
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_wit_images_are_decoded_upright_as_datasets_does(tmp_path, mode):
+    """The EXIF orientation is applied as `datasets` (>= 2.19) applies it for the reference."""
+    datasets = pytest.importorskip("datasets")
+    numpy = pytest.importorskip("numpy")
+    orientations = [None, 1, 3, 6, 8]
+    blobs = [exif_jpeg(o, mode) for o in orientations]
+    data = {
+        "image": [{"bytes": b, "path": None} for b in blobs],
+        "text": [[f"caption {i}"] for i in range(len(blobs))],
+        "origin": ["wit"] * len(blobs),
+    }
+    datasets.Dataset.from_dict(data).to_parquet(str(tmp_path / "wit.parquet"))
+    ds = get_dataset("wit_1024", path=str(tmp_path / "wit.parquet"))
+    for i, (orientation, blob) in enumerate(zip(orientations, blobs, strict=True)):
+        theirs = datasets.Image().decode_example({"bytes": blob, "path": None}).convert("RGB")
+        ours = ds[i].image
+        assert ours.mode == "RGB" and ours.size == theirs.size
+        assert numpy.array_equal(numpy.asarray(ours), numpy.asarray(theirs))
+        assert ours.size == ((4, 6) if orientation in (6, 8) else (6, 4))
+
+
+def test_wit_content_hash_names_the_decoding(tmp_path):
+    from prh_bench_plugins.datasets_local import content_digest
+
+    ds = get_dataset("wit_1024", path=str(save_wit_like(tmp_path)))
+    raw = content_digest(
+        (f"wit_1024-{i:04d}", ds._image_bytes(i, row["image"]), ds._texts(i, row["text"]))
+        for i, row in enumerate(ds.rows)
+    )
+    assert ds.content_hash != raw  # features decoded without the EXIF rule are not reused
+
+
 def test_wit_offline_fails_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)

@@ -93,6 +93,7 @@ def test_causal_lm_mean_pools_every_hidden_state_with_left_padding(tiny_llama, t
     assert loaded.num_layers == 3 and loaded.layer_names[0] == "embeddings"
     texts = CAPTIONS[:4]
     samples = [Sample(str(i), None, (t,)) for i, t in enumerate(texts)]
+    loaded.prepare_texts(texts)  # every batch is padded to the longest of these (the reference)
     with torch.inference_mode():
         inputs = loaded.collator()(samples)
         layers, stats = loaded.encode(inputs)
@@ -120,6 +121,7 @@ def test_causal_lm_last_token_option(tiny_llama):
     adapter = HFLanguageAdapter("test/tiny-llama", source=tiny_llama).with_options(pooling="last")
     loaded = adapter.load("cpu")
     samples = [Sample(str(i), None, (t,)) for i, t in enumerate(CAPTIONS[:3])]
+    loaded.prepare_texts(CAPTIONS[:3])
     with torch.inference_mode():
         layers, _ = loaded.encode(loaded.collator()(samples))
         out = loaded.model(
