@@ -363,7 +363,7 @@ def _environment(device: str) -> dict[str, Any]:
 
     import torch
 
-    from . import __version__
+    from .provenance import __version__
 
     env: dict[str, Any] = {
         "prh_bench": __version__,

@@ -915,7 +915,7 @@ def build_site(
 
 
 def _version() -> str:
-    from . import __version__
+    from .provenance import __version__
 
     return __version__
 

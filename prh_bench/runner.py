@@ -459,7 +459,7 @@ def run(
 
 
 def _version() -> str:
-    from . import __version__
+    from .provenance import __version__
 
     return __version__
 
