@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
-from .metrics import Metric, check_features, get_metric
+from .metrics import Metric, check_features
+from .registry import get_metric
 
 if TYPE_CHECKING:
     import numpy as np

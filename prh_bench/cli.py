@@ -186,7 +186,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 )
 def datasets_show(dataset_id: str, count: int, options: tuple[str, ...]) -> None:
     """Print the first samples of a dataset: id, caption and image size."""
-    from .datasets import get_dataset
+    from .registry import get_dataset
 
     parsed = {}
     for opt in options:

@@ -407,11 +407,11 @@ def extract_features(
     """
     from filelock import FileLock
 
-    from .datasets import get_dataset
+    from .registry import get_dataset
 
     if checkpoint_seconds is None:  # how much work a kill may cost; the environment may say
         checkpoint_seconds = float(os.environ.get(ENV_CHECKPOINT, DEFAULT_CHECKPOINT_SECONDS))
-    from .models import get_model
+    from .registry import get_model
 
     adapter = get_model(model) if isinstance(model, str) else model
     ds = get_dataset(dataset) if isinstance(dataset, str) else dataset

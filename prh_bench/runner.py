@@ -264,7 +264,7 @@ class RunOutcome:
 
 
 def _metric_params(name: str, topk: int) -> dict[str, Any]:
-    from .metrics import get_metric
+    from .registry import get_metric
 
     metric = get_metric(name)
     return {"topk": topk} if "topk" in metric.defaults else {}
@@ -288,17 +288,10 @@ def run(
 
     from .align import permutation_null, prepare_states, preprocess, sweep
     from .correlate import read_downstream_csv
-    from .datasets import get_dataset
-    from .executors import (
-        ExtractionUnit,
-        forwarded_env,
-        get_executor,
-        in_process_plugins,
-        load_unit_features,
-        parse_shard,
-    )
+    from .executors import ExtractionUnit, parse_shard
     from .features import cache_root, resolve_device
-    from .metrics import get_metric
+    from .registry import get_dataset, get_executor, get_metric
+    from .worker import forwarded_env, in_process_plugins, load_unit_features
 
     device = resolve_device(config.device)
     dataset = get_dataset(config.dataset)
