@@ -16,7 +16,7 @@ from typing import Any
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 
 from .datasets_local import content_digest, decode_rgb
-from .hub import hub_cache, offline, reachable
+from .shared import hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
 REVISION = "wit_1024"
