@@ -202,7 +202,6 @@ class Null:
     mean: float
     std: float
     p_value: float  # (1 + #{null >= observed}) / (1 + permutations)
-    values: list[float] = field(default_factory=list)
 
 
 def permutation_null(
@@ -238,7 +237,7 @@ def permutation_null(
         values.append(float(np.nanmax(metric.compare_all(states_a, shuffled))))
     arr = np.asarray(values)
     p = (1 + int((arr >= observed).sum())) / (1 + permutations)
-    return Null(permutations, float(arr.mean()), float(arr.std()), p, values)
+    return Null(permutations, float(arr.mean()), float(arr.std()), p)
 
 
 def _state_n(state: Any) -> int:

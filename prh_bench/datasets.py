@@ -32,10 +32,10 @@ class Sample:
 class Dataset:
     """Base class of every dataset. Subclasses implement ``__len__`` and ``__getitem__``."""
 
+    #: a prefix handler's id ends in ":" (e.g. "local:") and it implements ``open(argument)``
     id: str
     revision: str = "unversioned"
     summary: str = ""
-    #: ids of registry entries that are prefix handlers end in ":" and implement ``open``
     tags: tuple[str, ...] = ()
 
     def __len__(self) -> int:
