@@ -8,75 +8,25 @@ Opening reads the captions file and checks every row (the file exists, the capti
 empty); an unreadable or corrupt image is found when its sample is read. With
 ``skip_bad=True`` every image is also decoded at open, so bad rows of every kind are left
 out, counted in the log and listed in ``dataset.skipped``.
-
-The helpers here (``decode_rgb``, ``content_digest``) are shared by the other dataset plugins.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
-
-if TYPE_CHECKING:
-    from PIL import Image
+from prh_bench_plugins.shared import content_digest, decode_rgb
 
 log = logging.getLogger("prh_bench.datasets")
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv")
-
-
-def decode_rgb(data: bytes, where: str) -> Image.Image:
-    """Decode image bytes to RGB; transparency is composited on white (drawings, logos).
-
-    ``where`` names the sample (index/row and file) in the error a corrupt image raises.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()  # decode now, so a truncated file fails here and not later
-    except UnidentifiedImageError:
-        raise DatasetError(
-            f"{where}: unreadable or corrupt image (not an image format Pillow can read). "
-            "Replace or remove it (or pass skip_bad=True)."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{where}: unreadable or corrupt image ({exc}). Replace or remove it "
-            "(or pass skip_bad=True)."
-        ) from None
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return img.convert("RGB")
-
-
-def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
-    """SHA-256 over (sample id, image bytes, captions) of every sample, in order.
-
-    Lengths are written before each field so no two different datasets share a stream.
-    """
-    h = hashlib.sha256()
-    for sample_id, image_bytes, texts in items:
-        for field in (sample_id.encode(), image_bytes, *(t.encode() for t in texts)):
-            h.update(len(field).to_bytes(8, "little"))
-            h.update(field)
-        h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

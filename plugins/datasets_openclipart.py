@@ -18,7 +18,7 @@ from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 
-from .datasets_local import content_digest, decode_rgb
+from .shared import content_digest, decode_rgb
 
 DATA_DIR = "data/openclipart-1024"
 #: the version of the shipped data; bump it whenever the build changes what is stored

@@ -15,8 +15,7 @@ from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 
-from .datasets_local import content_digest, decode_rgb
-from .shared import hub_cache, offline, reachable
+from .shared import content_digest, decode_rgb, hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
 REVISION = "wit_1024"

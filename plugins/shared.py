@@ -8,24 +8,28 @@ Not a plugin itself (no hooks). It holds:
   network finds out once, in about three seconds, instead of after huggingface_hub's retries
   for every model;
 - the identity of a local weights file (part of a feature-cache key);
+- image decoding and the content hash of the dataset plugins;
 - the image collator of the vision plugins;
 - the kNN tie rule of the kNN backends (equal similarities: the lower index first).
 
-torch is imported inside functions only: loading the plugins stays fast.
+torch and Pillow are imported inside functions only: loading the plugins stays fast.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prh_bench import ModelError
+from prh_bench import DatasetError, ModelError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from prh_bench import Sample
 
@@ -118,6 +122,53 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return "sha256-" + digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- dataset files
+
+
+def decode_rgb(data: bytes, where: str) -> Image.Image:
+    """Decode image bytes to RGB; transparency is composited on white (drawings, logos).
+
+    ``where`` names the sample (index/row and file) in the error a corrupt image raises.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # decode now, so a truncated file fails here and not later
+    except UnidentifiedImageError:
+        raise DatasetError(
+            f"{where}: unreadable or corrupt image (not an image format Pillow can read). "
+            "Replace or remove it (or pass skip_bad=True)."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(
+            f"{where}: unreadable or corrupt image ({exc}). Replace or remove it "
+            "(or pass skip_bad=True)."
+        ) from None
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
+    """SHA-256 over (sample id, image bytes, captions) of every sample, in order.
+
+    Lengths are written before each field so no two different datasets share a stream.
+    """
+    h = hashlib.sha256()
+    for sample_id, image_bytes, texts in items:
+        for field in (sample_id.encode(), image_bytes, *(t.encode() for t in texts)):
+            h.update(len(field).to_bytes(8, "little"))
+            h.update(field)
+        h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- images
