@@ -123,7 +123,7 @@ import json, resource, sys, time, torch
 n, d, k, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 g = torch.Generator().manual_seed(0)
 feats = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
-from prh_bench.knn import get_knn_backend
+from prh_bench.registry import get_knn_backend
 backend = get_knn_backend(device.split(':')[0], n, d, k)
 if device.startswith('cuda'): torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
 t0 = time.perf_counter(); knn = backend(feats, k)

@@ -11,7 +11,6 @@ image, and gives the content hash. Images are decoded by ``prh_bench.images.deco
 when a sample is read; with ``skip_bad=True`` they are also decoded at open, so bad rows of
 every kind are left out, named in one warning line and listed in ``dataset.skipped``.
 
-``content_digest`` here is shared by the other dataset plugins.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 from prh_bench.images import BadImageError, decode_image, read_image_file
+from prh_bench_plugins.shared import ContentDigest
 
 log = logging.getLogger("prh_bench.datasets")
 
@@ -37,33 +36,6 @@ CAPTION_FILES = ("captions.jsonl", "captions.csv")
 #: the longest caption accepted; language models read far less, and a longer one is
 #: usually a CSV quote left open, which swallows the rows after it
 MAX_CAPTION_CHARS = 10_000
-
-
-class ContentDigest:
-    """SHA-256 over (sample id, image bytes, captions) of every sample, in order.
-
-    Lengths are written before each field so no two different datasets share a stream.
-    """
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def add(self, sample_id: str, image_bytes: bytes, texts: tuple[str, ...]) -> None:
-        for field in (sample_id.encode(), image_bytes, *(t.encode() for t in texts)):
-            self._h.update(len(field).to_bytes(8, "little"))
-            self._h.update(field)
-        self._h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
-    """The ``ContentDigest`` of ``(sample id, image bytes, captions)`` items."""
-    digest = ContentDigest()
-    for sample_id, image_bytes, texts in items:
-        digest.add(sample_id, image_bytes, texts)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 from prh_bench.images import decode_image
 
-from .datasets_local import content_digest
+from .shared import content_digest
 
 DATA_DIR = "data/openclipart-1024"
 #: the version of the shipped data; bump it whenever the build changes what is stored

@@ -21,8 +21,7 @@ from typing import Any
 from prh_bench import Dataset, DatasetError, Sample, hookimpl
 from prh_bench.images import decode_image
 
-from .datasets_local import content_digest
-from .hub import hub_cache, offline, reachable
+from .shared import content_digest, hub_cache, offline, reachable
 
 REPO = "minhuh/prh"
 DECODING = "exif_transpose"  # in the content hash: a change of decoding changes the images

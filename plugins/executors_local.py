@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from prh_bench import hookimpl
-from prh_bench.executors import Executor, ExtractionUnit, UnitResult, run_unit
+from prh_bench.executors import Executor, ExtractionUnit, UnitResult
+from prh_bench.worker import run_unit
 
 
 def _pin(queue: Any) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from prh_bench import hookimpl
-from prh_bench.executors import Executor, ExecutorError, ExtractionUnit, UnitResult, run_unit
+from prh_bench.executors import Executor, ExecutorError, ExtractionUnit, UnitResult
+from prh_bench.worker import run_unit
 
 INSTALL = "pip install 'prh-bench[distributed]' (or pip install ray)"
 

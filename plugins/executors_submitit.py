@@ -1,6 +1,6 @@
 """Slurm through submitit: one job array, one array task per extraction unit.
 
-Each task runs ``prh_bench.executors.run_unit`` and writes into the shared feature store. The
+Each task runs ``prh_bench.worker.run_unit`` and writes into the shared feature store. The
 task is a ``submitit.helpers.Checkpointable``, so a preempted task is requeued and resumes
 from the feature store's checkpointed batches. ``cluster=local`` runs the same array through
 submitit's local executor (what the tests do).
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from prh_bench import hookimpl
-from prh_bench.executors import Executor, ExecutorError, ExtractionUnit, UnitResult, run_unit
+from prh_bench.executors import Executor, ExecutorError, ExtractionUnit, UnitResult
+from prh_bench.worker import run_unit
 
 INSTALL = "pip install 'prh-bench[distributed]' (or pip install submitit)"
 

@@ -26,22 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prh_bench import InvalidInputError, LoadedModel, ModelAdapter, ModelError, hookimpl
-from prh_bench_plugins.hub import cached_commit, weights_availability
+from prh_bench_plugins.shared import cached_commit, hub_error, weights_availability
 
 if TYPE_CHECKING:
     import torch
 
     from prh_bench.datasets import Sample
-
-
-def hub_error(model_id: str, repo: str, exc: BaseException) -> ModelError:
-    """The one-line error for hub weights that are neither cached nor downloadable."""
-    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return ModelError(
-        f"model '{model_id}': '{repo}' is not in the local Hugging Face cache and the hub "
-        f"cannot be reached ({first}). Pre-fetch it on a connected machine with "
-        f"`huggingface-cli download {repo}` and copy that cache here (point HF_HOME at it)."
-    )
 
 
 def directory_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -54,15 +44,6 @@ def directory_fingerprint(path: str | os.PathLike[str]) -> str:
         with open(file, "rb") as fh:
             digest.update(fh.read(1 << 20))
     return "local-" + digest.hexdigest()[:16]
-
-
-def file_fingerprint(path: str | os.PathLike[str]) -> str:
-    """The sha256 of one weights file (fine for the small local files tests and users pass)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256-" + digest.hexdigest()[:16]
 
 
 PADDINGS = ("global", "batch")

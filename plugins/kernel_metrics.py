@@ -199,7 +199,7 @@ class Cknna(Metric):
     def _knn_state(self, feats: Any) -> tuple[Any, Any, Any]:
         import torch
 
-        from prh_bench.knn import knn_indices
+        from prh_bench.registry import knn_indices
 
         check_features(feats)
         self.check_n(feats.shape[0])

@@ -31,7 +31,7 @@ class KnnMetric(Metric):
         check_topk(self.topk, n)
 
     def prepare(self, feats: Any) -> Any:
-        from prh_bench.knn import knn_indices
+        from prh_bench.registry import knn_indices
 
         # inputs were checked by score() or align_layers(); N against topk is cheap to redo
         self.check_n(feats.shape[0])

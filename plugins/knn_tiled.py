@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prh_bench import hookimpl
+from prh_bench_plugins.shared import topk_lowest_index_ties
 
 #: the exact torch backend serves N up to this (one GEMM, the reference's rounding)
 MIN_N = 8192
@@ -170,8 +171,6 @@ class TiledKnn:
         """Certify each row's candidates and order them by their exact inner products."""
         import torch
 
-        from prh_bench_plugins.knn_torch import topk_lowest_index_ties
-
         tau = cand_v.topk(k, dim=1).values[:, -1]
         floor = cand_v.min(dim=1).values
         # kept candidates are all within 2 eps of tau only when something may be missing
@@ -184,8 +183,6 @@ class TiledKnn:
     def _exact(self, x: Any, rows: Any, k: int, cols: int) -> Any:
         """The exact top-k of a few rows against every key (float64 products, no GEMM)."""
         import torch
-
-        from prh_bench_plugins.knn_torch import topk_lowest_index_ties
 
         n = x.shape[0]
         buf_v = buf_i = None

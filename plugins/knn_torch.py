@@ -11,6 +11,7 @@ The backend answers last (``trylast``): a faster plugin may serve first.
 from __future__ import annotations
 
 from prh_bench import hookimpl
+from prh_bench_plugins.shared import topk_lowest_index_ties
 
 #: bytes one chunk of the similarity matrix may take
 DEFAULT_CHUNK_BYTES = 256 * 2**20
@@ -51,37 +52,6 @@ class TorchKnn:
                 )
             out[start:stop] = found
         return out
-
-
-def topk_lowest_index_ties(sim, k: int):
-    """Row-wise top-k indices, by value descending, equal values by ascending index."""
-
-    width = min(k + 1, sim.shape[1])
-    values, indices = sim.topk(width, dim=1)
-    chosen, chosen_values = indices[:, :k], values[:, :k]
-    # order inside the set: index ascending first, then a stable sort by value descending
-    by_index = chosen.argsort(dim=1)
-    chosen, chosen_values = chosen.gather(1, by_index), chosen_values.gather(1, by_index)
-    out = chosen.gather(1, chosen_values.argsort(dim=1, descending=True, stable=True))
-    if width > k:  # a tie across the k-th place makes the set itself depend on the rule
-        # (rows with NaN or inf are left for the caller's overflow check)
-        tied = (values[:, k - 1] == values[:, k]) & values[:, :k].isfinite().all(dim=1)
-        crossing = tied.nonzero()[:, 0]
-        if len(crossing):
-            out[crossing] = _ties_across_the_boundary(sim[crossing], k)
-    return out
-
-
-def _ties_across_the_boundary(sim, k: int):
-    """The exact rule on rows where several values equal the k-th: lowest indices win."""
-    kth = sim.topk(k, dim=1).values[:, -1:]
-    above = sim > kth
-    ties = sim == kth
-    needed = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (ties & (ties.cumsum(dim=1) <= needed))
-    cols = chosen.nonzero()[:, 1].view(-1, k)  # ascending index within each row
-    order = sim.gather(1, cols).argsort(dim=1, descending=True, stable=True)
-    return cols.gather(1, order)
 
 
 @hookimpl(trylast=True)

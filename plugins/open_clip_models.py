@@ -15,6 +15,12 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
+from prh_bench_plugins.shared import (
+    ImageCollator,
+    file_fingerprint,
+    hub_error,
+    weights_availability,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +74,6 @@ class ClipTower(LoadedModel):
 
     def collator(self) -> Any:
         if self.tower == "image":
-            from prh_bench_plugins.timm_models import ImageCollator
-
             return ImageCollator(self.preprocess)
         return TokenizeCollator(self.tokenizer)
 
@@ -148,15 +152,12 @@ class OpenClipAdapter(ModelAdapter):
 
     def weights_revision(self) -> str:
         if self.is_local:
-            from prh_bench_plugins.hf_language import file_fingerprint
-
             return file_fingerprint(self.pretrained)
         return f"open_clip-tag:{self.pretrained}"
 
     def availability(self) -> tuple[bool, str]:
         if self.is_local:
             return True, ""
-        from prh_bench_plugins.hub import weights_availability
 
         # open_clip resolves its hub repo only after importing itself; probe the hub alone
         return weights_availability(self.id, None)
@@ -175,7 +176,6 @@ class OpenClipAdapter(ModelAdapter):
                 raise ModelError(
                     f"model '{self.id}': cannot load checkpoint {self.pretrained}: {exc}"
                 ) from exc
-            from prh_bench_plugins.hf_language import hub_error
 
             raise hub_error(self.id, f"open_clip {self.arch} {self.pretrained}", exc) from exc
         model = model.to(dtype=dtype).eval()

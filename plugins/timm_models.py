@@ -16,24 +16,16 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
-from prh_bench.images import require_rgb
+from prh_bench_plugins.shared import (
+    ImageCollator,
+    cached_commit,
+    file_fingerprint,
+    hub_error,
+    weights_availability,
+)
 
 if TYPE_CHECKING:
     import torch
-
-    from prh_bench.datasets import Sample
-
-
-class ImageCollator:
-    """Decoded samples -> a stacked, preprocessed batch (picklable: runs in workers)."""
-
-    def __init__(self, transform: Any) -> None:
-        self.transform = transform
-
-    def __call__(self, samples: list[Sample]) -> torch.Tensor:
-        import torch
-
-        return torch.stack([self.transform(require_rgb(s.image, s.sample_id)) for s in samples])
 
 
 class HookedVisionModel(LoadedModel):
@@ -159,10 +151,7 @@ class TimmVisionAdapter(ModelAdapter):
 
     def weights_revision(self) -> str:
         if self.checkpoint:
-            from prh_bench_plugins.hf_language import file_fingerprint
-
             return file_fingerprint(self.checkpoint)
-        from prh_bench_plugins.hub import cached_commit
 
         hub_id = self._hub_id()
         return (cached_commit(hub_id) if hub_id else None) or "main"
@@ -177,7 +166,6 @@ class TimmVisionAdapter(ModelAdapter):
         if self.checkpoint:
             ok = os.path.exists(self.checkpoint)
             return ok, "" if ok else f"checkpoint {self.checkpoint} is missing"
-        from prh_bench_plugins.hub import weights_availability
 
         return weights_availability(self.id, self._hub_id())
 
@@ -198,7 +186,6 @@ class TimmVisionAdapter(ModelAdapter):
                 ) from exc
             if not isinstance(exc, (OSError, ValueError, RuntimeError, ConnectionError)):
                 raise
-            from prh_bench_plugins.hf_language import hub_error
 
             raise hub_error(self.id, self._hub_id() or self.name, exc) from exc
 

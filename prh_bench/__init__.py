@@ -5,10 +5,8 @@ The public API. Importing it is cheap: torch and the model libraries load only w
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .align import Alignment, align_layers, clamp_outliers
-from .datasets import Dataset, Sample, get_dataset
+from .datasets import Dataset, Sample
 from .errors import (
     DatasetError,
     DuplicateIdError,
@@ -19,8 +17,10 @@ from .errors import (
     UnknownIdError,
 )
 from .hookspecs import hookimpl
-from .metrics import Metric, get_metric
-from .models import DownstreamScore, LoadedModel, ModelAdapter, ModelMetadata, get_model
+from .metrics import Metric
+from .models import DownstreamScore, LoadedModel, ModelAdapter, ModelMetadata
+from .provenance import __version__
+from .registry import get_dataset, get_metric, get_model
 
 
 def __getattr__(name: str):  # results need pydantic: import them only when asked for
@@ -30,11 +30,6 @@ def __getattr__(name: str):  # results need pydantic: import them only when aske
         return getattr(results, name)
     raise AttributeError(f"module 'prh_bench' has no attribute {name!r}")
 
-
-try:
-    __version__ = version("prh-bench")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Alignment",

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
-from .metrics import Metric, check_features, get_metric
+from .metrics import Metric, check_features
+from .registry import get_metric
 
 if TYPE_CHECKING:
     import numpy as np
@@ -206,7 +207,7 @@ class Null:
     mean: float
     std: float
     p_value: float  # (1 + #{null >= observed}) / (1 + permutations)
-    values: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)  # each permutation's best score
 
 
 def permutation_null(

@@ -187,8 +187,8 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 def datasets_show(dataset_id: str, count: int, options: tuple[str, ...]) -> None:
     """Print the first samples of a dataset: id, caption and image size."""
     from .config import parse_option
-    from .datasets import get_dataset
     from .errors import InvalidInputError
+    from .registry import get_dataset
 
     parsed = dict(
         parse_option(o, "dataset option", InvalidInputError, "skip_bad=true") for o in options

@@ -7,7 +7,6 @@ bytes and captions that every feature-cache key includes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,10 +32,10 @@ class Sample:
 class Dataset:
     """Base class of every dataset. Subclasses implement ``__len__`` and ``__getitem__``."""
 
+    #: a prefix handler's id ends in ":" (e.g. "local:") and it implements ``open(argument)``
     id: str
     revision: str = "unversioned"
     summary: str = ""
-    #: ids of registry entries that are prefix handlers end in ":" and implement ``open``
     tags: tuple[str, ...] = ()
 
     def __len__(self) -> int:
@@ -70,21 +69,3 @@ class Dataset:
 def validate_dataset(obj: Any) -> None:
     if not isinstance(obj, Dataset):
         raise TypeError(f"register_datasets expects Dataset instances, got {obj!r}")
-
-
-def get_dataset(spec: str, **options: Any) -> Dataset:
-    """The dataset ``spec``: a registered id, ``prefix:ARGUMENT`` or a folder path."""
-    from .registry import get_registry
-
-    reg = get_registry("dataset")
-    if spec in reg and not options:
-        return reg.get(spec)
-    if spec in reg:
-        return reg.get(spec).with_options(**options)
-    prefix, sep, argument = spec.partition(":")
-    if sep and f"{prefix}:" in reg:
-        return reg.get(f"{prefix}:").open(argument, **options)
-    if os.path.isdir(spec) and "local:" in reg:
-        return reg.get("local:").open(spec, **options)
-    reg.entry(spec)  # raises the did-you-mean error
-    raise DatasetError(f"cannot open dataset {spec!r}")  # unreachable

@@ -1,38 +1,27 @@
 """Executors: who runs the extraction units (a local pool, Slurm through submitit, Ray).
 
 A run is planned as one ``ExtractionUnit`` per model: a small picklable record (model id,
-dataset spec, settings) with a deterministic ``unit_id``. An executor runs ``run_unit`` on each,
-wherever it likes; every worker loads the plugins the same way (entry points, plus the
-in-process plugins the unit names) and writes into the shared feature store. The main
-process then loads every feature set from the store and scores the pairs.
+dataset spec, settings) with a deterministic ``unit_id``. An executor runs
+``prh_bench.worker.run_unit`` on each, wherever it likes; every worker loads the plugins the
+same way (entry points, plus the in-process plugins the unit names) and writes into the shared
+feature store. The main process then loads every feature set from the store and scores the
+pairs.
 
-Executors come from plugins through the ``register_executors`` hook; ``get_executor(name,
-options)`` finds one (unknown names fail with "did you mean").
+Executors come from plugins through the ``register_executors`` hook;
+``prh_bench.registry.get_executor(name, options)`` finds one (unknown names fail with "did you
+mean").
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import os
-import socket
 import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import PluginError, PrhBenchError
-
-#: environment variables a worker needs to see the same plugins and settings as the main process
-FORWARDED_ENV = (
-    "PRH_BENCH_LOAD_PLUGINS",
-    "PRH_BENCH_CHECKPOINT_SECONDS",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-)
 
 
 class ExecutorError(PrhBenchError):
@@ -112,109 +101,6 @@ class UnitResult:
         return cls(unit.unit_id, unit.model_id, False, error=why, error_type="executor")
 
 
-def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, PrhBenchError) else f"{type(exc).__name__}: {exc}"
-
-
-def prepare_worker(unit: ExtractionUnit) -> None:
-    """Give a worker process the main process's plugins and PRH_BENCH settings."""
-    for key, value in unit.env:
-        os.environ[key] = value
-    from .plugins import get_plugin_manager, register_plugin
-
-    pm = get_plugin_manager()
-    for name, module, root in unit.plugins:
-        if pm.has_plugin(name):
-            continue
-        if root and root not in sys.path:
-            sys.path.append(root)
-        register_plugin(importlib.import_module(module), name=name)
-
-
-def run_unit(
-    unit: ExtractionUnit, *, in_process: bool = False, progress: bool = False
-) -> UnitResult:
-    """Extract one unit's features into the store; never raises (failures are reported).
-
-    Module level, so every executor (process pool, submitit, Ray) pickles it by reference.
-    """
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    try:
-        if not in_process:
-            prepare_worker(unit)
-        from .extract import extract_features
-
-        fs = extract_features(
-            unit.model_id,
-            unit.dataset,
-            cache_dir=unit.cache_dir,
-            device=unit.device,
-            batch_size=unit.batch_size,
-            limit=unit.limit,
-            progress=progress,
-        )
-    except Exception as exc:  # noqa: BLE001 - reported; the main process decides
-        return UnitResult(
-            unit.unit_id,
-            unit.model_id,
-            False,
-            error=_reason(exc),
-            error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            worker=worker,
-            exception=exc if in_process else None,
-        )
-    return UnitResult(
-        unit.unit_id,
-        unit.model_id,
-        True,
-        path=str(fs.path),
-        key=dict(fs.meta["key"]),
-        from_cache=fs.from_cache,
-        worker=worker,
-        features=fs if in_process else None,
-    )
-
-
-def load_unit_features(result: UnitResult) -> Any:
-    """The FeatureSet a finished unit wrote, read back from the store in this process."""
-    if result.features is not None:
-        return result.features
-    from .store import FeatureKey, load_cached
-
-    fs = None
-    if result.path and result.key:
-        fs = load_cached(Path(result.path), FeatureKey(**result.key))
-    if fs is None:
-        raise ExecutorError(
-            f"unit {result.unit_id} ({result.model_id}) finished on {result.worker}, but its "
-            f"feature file {result.path} is missing or unreadable here; the feature store "
-            "(--cache-dir) must be on a file system every worker shares"
-        )
-    fs.from_cache = result.from_cache
-    return fs
-
-
-def in_process_plugins() -> tuple[tuple[str, str, str], ...]:
-    """Plugins registered in this process (not through entry points) that a worker can import."""
-    from .plugins import get_plugin_manager, loaded_plugins
-
-    pm = get_plugin_manager()
-    out = []
-    for info in loaded_plugins():
-        plugin = pm.get_plugin(info.name)
-        file = getattr(plugin, "__file__", None)
-        if info.distribution is not None or not isinstance(plugin, types.ModuleType) or not file:
-            continue
-        path = Path(file).resolve()
-        depth = plugin.__name__.count(".") + (path.name == "__init__.py")
-        out.append((info.name, plugin.__name__, str(path.parents[depth])))
-    return tuple(out)
-
-
-def forwarded_env() -> tuple[tuple[str, str], ...]:
-    return tuple((k, os.environ[k]) for k in FORWARDED_ENV if k in os.environ)
-
-
 # --------------------------------------------------------------------------- executors
 
 
@@ -264,26 +150,6 @@ def validate_executor(obj: Any) -> None:
             f"register_executors expects Executor instances (a 'name' and a 'run' method), "
             f"got {obj!r}"
         )
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON where it parses (60, true, null), else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ExecutorError(f"executor option '{text}' must be KEY=VALUE, e.g. timeout_min=60")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key.strip(), value
-
-
-def get_executor(name: str, options: dict[str, Any] | None = None) -> Executor:
-    """The registered executor ``name`` configured with ``options``."""
-    from .registry import get_registry
-
-    base = get_registry("executor").get(name)
-    return base.with_options(**(options or {}))
 
 
 def parse_shard(text: str) -> tuple[int, int]:

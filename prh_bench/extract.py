@@ -82,8 +82,7 @@ def extract_features(
     """
     from filelock import FileLock
 
-    from .datasets import get_dataset
-    from .models import get_model
+    from .registry import get_dataset, get_model
 
     if checkpoint_seconds is None:  # how much work a kill may cost; the environment may say
         checkpoint_seconds = float(os.environ.get(ENV_CHECKPOINT, DEFAULT_CHECKPOINT_SECONDS))

@@ -149,11 +149,3 @@ def validate_metric(obj: Any) -> None:
         raise TypeError(f"register_metrics expects Metric subclasses, got {obj!r}")
     if not isinstance(getattr(obj, "name", None), str):
         raise TypeError(f"metric class {obj.__name__} has no 'name'")
-
-
-def get_metric(name: str, **params: Any) -> Metric:
-    """The registered metric ``name`` with its parameters (e.g. ``topk=10``)."""
-    from .registry import get_registry
-
-    cls = get_registry("metric").get(name)
-    return cls(**params)

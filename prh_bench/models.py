@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import InvalidInputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -113,8 +115,6 @@ class ModelAdapter:
 
     def with_options(self, **options: Any) -> ModelAdapter:
         """A copy of this adapter with other options (``pooling``, ``batch_size``)."""
-        from .errors import InvalidInputError
-
         clone = copy.copy(self)
         for name, value in options.items():
             if name == "pooling":
@@ -138,10 +138,3 @@ def validate_model(obj: Any) -> None:
         raise TypeError(f"register_models expects ModelAdapter instances, got {obj!r}")
     if getattr(obj, "modality", None) not in ("vision", "language"):
         raise TypeError(f"model {getattr(obj, 'id', obj)!r}: modality must be vision or language")
-
-
-def get_model(model_id: str) -> ModelAdapter:
-    """The registered model adapter ``model_id`` (weights not loaded)."""
-    from .registry import get_registry
-
-    return get_registry("model").get(model_id)

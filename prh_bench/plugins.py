@@ -35,6 +35,14 @@ class PluginInfo:
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
 _failed: list[PluginInfo] = []
+# Bumped whenever the set of plugins changes; what is built from the plugins (the registries)
+# compares it with the generation it was built at, so this layer need not know who they are.
+_generation = 0
+
+
+def generation() -> int:
+    """A number that changes whenever a plugin is registered or the plugins are reset."""
+    return _generation
 
 
 def _selected_names() -> set[str] | None:
@@ -103,14 +111,8 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     """Register an in-process plugin (a module or object with ``@hookimpl`` functions)."""
     registered = _register(get_plugin_manager(), plugin, name)
     _infos[registered] = PluginInfo(registered, None, None, getattr(plugin, "__name__", None))
-    _reset_registries()
+    _changed()
     return registered
-
-
-def unregister_plugin(name: str) -> None:
-    get_plugin_manager().unregister(name=name)
-    _infos.pop(name, None)
-    _reset_registries()
 
 
 def plugin_info(name: str) -> PluginInfo:
@@ -140,10 +142,9 @@ def reset() -> None:
     _pm = None
     _infos.clear()
     _failed.clear()
-    _reset_registries()
+    _changed()
 
 
-def _reset_registries() -> None:
-    from . import registry
-
-    registry.clear_cache()
+def _changed() -> None:
+    global _generation
+    _generation += 1

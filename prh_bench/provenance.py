@@ -45,9 +45,12 @@ def distribution_version(name: str) -> str | None:
 
 
 def prh_bench_version() -> str:
-    from . import __version__
-
     return __version__
+
+
+# Here rather than in the package's __init__, so that the low layers can read it without
+# importing the whole public API.
+__version__ = distribution_version("prh-bench") or "0.0.0+unknown"  # unknown: a source tree
 
 
 def environment(device: str) -> dict[str, Any]:

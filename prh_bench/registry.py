@@ -1,4 +1,5 @@
-"""Id → object maps filled by the ``register_*`` hooks.
+"""Id → object maps filled by the ``register_*`` hooks, and every lookup of what plugins give:
+``get_model``, ``get_dataset``, ``get_metric``, ``get_executor`` and ``get_knn_backend``.
 
 Every entry remembers the plugin (and its distribution version) that registered it; a second
 registration of an id or alias fails naming both plugins; an unknown id fails with "did you
@@ -8,12 +9,22 @@ mean" suggestions and the command that lists what exists.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import DuplicateIdError, PluginError, UnknownIdError
-from .plugins import PluginInfo, get_plugin_manager, plugin_info
+from .datasets import Dataset, validate_dataset
+from .errors import DatasetError, DuplicateIdError, PluginError, UnknownIdError
+from .executors import Executor, validate_executor
+from .metrics import Metric, validate_metric
+from .models import ModelAdapter, validate_model
+from .plugins import PluginInfo, generation, get_plugin_manager, plugin_info
+
+if TYPE_CHECKING:
+    import torch
+
+    from .knn import KnnBackend
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,6 @@ class Registry:
         self._entries[ident] = entry
         for alias in aliases:
             self._aliases[alias] = ident
-        try:  # the object itself remembers who registered it
-            obj.registered_by = plugin
-        except (AttributeError, TypeError):
-            pass
 
     def _owner(self, name: str) -> Entry | None:
         if name in self._entries:
@@ -96,45 +103,41 @@ class Registry:
         return [self._aliases.get(x, x) for x in (close + starts + inside)][:n] if name else []
 
 
-_HOOKS = {
-    "model": "register_models",
-    "dataset": "register_datasets",
-    "metric": "register_metrics",
-    "executor": "register_executors",
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registered object: the hook that fills it, the command that lists it and the
+    check every registered object must pass (the interface module's validator)."""
+
+    hook: str
+    list_command: str
+    validate: Callable[[Any], None]
+
+
+KINDS = {
+    "model": Kind("register_models", "prh-bench models", validate_model),
+    "dataset": Kind("register_datasets", "prh-bench datasets", validate_dataset),
+    "metric": Kind("register_metrics", "prh-bench metrics", validate_metric),
+    "executor": Kind("register_executors", "prh-bench executors", validate_executor),
 }
-_LIST_COMMANDS = {
-    "model": "prh-bench models",
-    "dataset": "prh-bench datasets",
-    "metric": "prh-bench metrics",
-    "executor": "prh-bench executors",
-}
-_cache: dict[str, Registry] = {}
-
-
-def _validators() -> dict[str, Callable[[Any], None]]:
-    from .datasets import validate_dataset
-    from .executors import validate_executor
-    from .metrics import validate_metric
-    from .models import validate_model
-
-    return {
-        "model": validate_model,
-        "dataset": validate_dataset,
-        "metric": validate_metric,
-        "executor": validate_executor,
-    }
+# kind -> (the plugins' generation it was built at, the registry)
+_cache: dict[str, tuple[int, Registry]] = {}
 
 
 def get_registry(kind: str) -> Registry:
-    """The registry of one kind ("model", "dataset", "metric", "executor"), built on first use."""
-    if kind not in _HOOKS:
+    """The registry of one kind ("model", "dataset", "metric", "executor"), built on first use
+    and again after the plugins change."""
+    if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}")
-    if kind in _cache:
-        return _cache[kind]
     pm = get_plugin_manager()
-    reg = Registry(kind, _LIST_COMMANDS[kind], _validators()[kind])
-    # Call each implementation on its own so every object is attributed to its plugin.
-    for impl in getattr(pm.hook, _HOOKS[kind]).get_hookimpls():
+    built = _cache.get(kind)
+    if built is not None and built[0] == generation():
+        return built[1]
+    spec = KINDS[kind]
+    reg = Registry(kind, spec.list_command, spec.validate)
+    # Each implementation is called on its own rather than through pluggy's hook call: a
+    # plain hook call would give every plugin the same ``register`` and lose who registered
+    # what, which the duplicate-id error and `prh-bench models` need.
+    for impl in getattr(pm.hook, spec.hook).get_hookimpls():
         info = plugin_info(impl.plugin_name)
 
         def register(obj: Any, aliases: tuple[str, ...] | list[str] = (), _info=info) -> None:
@@ -146,12 +149,61 @@ def get_registry(kind: str) -> Registry:
             raise
         except Exception as exc:
             raise PluginError(
-                f"plugin '{impl.plugin_name}' raised inside {_HOOKS[kind]}: "
+                f"plugin '{impl.plugin_name}' raised inside {spec.hook}: "
                 f"{type(exc).__name__}: {exc}. Fix or disable it (PRH_BENCH_LOAD_PLUGINS)."
             ) from exc
-    _cache[kind] = reg
+    _cache[kind] = (generation(), reg)
     return reg
 
 
-def clear_cache() -> None:
-    _cache.clear()
+# --------------------------------------------------------------------------- lookups
+
+
+def get_model(model_id: str) -> ModelAdapter:
+    """The registered model adapter ``model_id`` (weights not loaded)."""
+    return get_registry("model").get(model_id)
+
+
+def get_dataset(spec: str, **options: Any) -> Dataset:
+    """The dataset ``spec``: a registered id, ``prefix:ARGUMENT`` or a folder path."""
+    reg = get_registry("dataset")
+    if spec in reg and not options:
+        return reg.get(spec)
+    if spec in reg:
+        return reg.get(spec).with_options(**options)
+    prefix, sep, argument = spec.partition(":")
+    if sep and f"{prefix}:" in reg:
+        return reg.get(f"{prefix}:").open(argument, **options)
+    if os.path.isdir(spec) and "local:" in reg:
+        return reg.get("local:").open(spec, **options)
+    reg.entry(spec)  # raises the did-you-mean error
+    raise DatasetError(f"cannot open dataset {spec!r}")  # unreachable
+
+
+def get_metric(name: str, **params: Any) -> Metric:
+    """The registered metric ``name`` with its parameters (e.g. ``topk=10``)."""
+    cls = get_registry("metric").get(name)
+    return cls(**params)
+
+
+def get_executor(name: str, options: dict[str, Any] | None = None) -> Executor:
+    """The registered executor ``name`` configured with ``options``."""
+    base = get_registry("executor").get(name)
+    return base.with_options(**(options or {}))
+
+
+def get_knn_backend(device: str, n: int, dim: int, k: int) -> KnnBackend:
+    """The kNN backend the ``knn_backend`` hook picks for this problem (the first that answers)."""
+    backend = get_plugin_manager().hook.knn_backend(device=device, n=n, dim=dim, k=k)
+    if backend is None:
+        raise PluginError(
+            f"no kNN backend serves device={device}, n={n}, dim={dim}, k={k}; the built-in "
+            "plugin 'knn_torch' is missing (check PRH_BENCH_LOAD_PLUGINS)"
+        )
+    return backend
+
+
+def knn_indices(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [N, k] of each row's k nearest rows (self excluded) by inner product."""
+    n, dim = feats.shape
+    return get_knn_backend(feats.device.type, n, dim, k)(feats, k)

@@ -256,10 +256,8 @@ def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
     Everything a user can get wrong fails here, before any model is loaded.
     """
     from .correlate import read_downstream_csv
-    from .datasets import get_dataset
-    from .executors import get_executor
     from .extract import resolve_device
-    from .metrics import get_metric
+    from .registry import get_dataset, get_executor, get_metric
 
     device = resolve_device(config.device)
     dataset = get_dataset(config.dataset)
@@ -278,7 +276,7 @@ def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
 
 
 def _metric_params(name: str, topk: int) -> dict[str, Any]:
-    from .metrics import get_metric
+    from .registry import get_metric
 
     metric = get_metric(name)
     return {"topk": topk} if "topk" in metric.defaults else {}
@@ -311,8 +309,9 @@ def _units(
     log: Callable[[str], None],
 ) -> list[Any]:
     """One extraction unit per model (only this shard's with ``--shard``)."""
-    from .executors import ExtractionUnit, forwarded_env, in_process_plugins, parse_shard
+    from .executors import ExtractionUnit, parse_shard
     from .store import cache_root
+    from .worker import forwarded_env, in_process_plugins
 
     env, plugins = forwarded_env(), in_process_plugins()
     store = str(cache_root(config.cache_dir).expanduser().resolve())
@@ -348,7 +347,7 @@ def extract_all(
 
     A failed unit stops the run, or with ``keep_going`` becomes a failure of the plan.
     """
-    from .executors import load_unit_features
+    from .worker import load_unit_features
 
     config = plan.config
     results = plan.executor.run(plan.units, progress=progress, stop_on_error=not config.keep_going)

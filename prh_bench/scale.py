@@ -4,8 +4,9 @@ Koepke et al. 2026 ("Back into Plato's Cave") show that mutual-kNN alignment dep
 many samples the kNN graphs are built over; ``gallery_curve`` measures that curve, e.g. at
 N = 1k, 10k, 100k and 1M. Each size's subset is the first ``n`` of one seeded permutation, so
 subsets are nested and a rerun gives the same numbers. kNN graphs come from an exact backend
-(by default the tiled one, O(N * k) memory), and the score is the ``mutual_knn`` metric's own
-compare, so it equals ``get_metric("mutual_knn").score`` on the same subset.
+(by default the one the ``knn_backend`` hook picks for each size: the built-in plugin
+``knn_tiled``, O(N * k) memory, above 8192 samples), and the score is the ``mutual_knn``
+metric's own compare, so it equals ``get_metric("mutual_knn").score`` on the same subset.
 
 From Python::
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
+from .registry import get_knn_backend, get_metric
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,9 @@ def gallery_curve(
     """Mutual-kNN alignment of paired features [N, D_a], [N, D_b] at each gallery size.
 
     Rows are L2-normalised (``normalize``) as the paper's sweep does; sizes larger than N are
-    skipped with a note. ``backend`` defaults to the exact tiled kNN (``knn_tiled``).
+    skipped with a note. ``backend`` defaults to the backend the ``knn_backend`` hook picks.
     """
     import torch
-
-    from .metrics import get_metric
 
     if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[0] != feats_b.shape[0]:
         raise InvalidInputError(
@@ -113,10 +113,6 @@ def gallery_curve(
     n_total = int(feats_a.shape[0])
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend is None:
-        from prh_bench_plugins.knn_tiled import TiledKnn
-
-        backend = TiledKnn()
     metric = get_metric("mutual_knn", topk=topk)
     order = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
     points = []
@@ -132,7 +128,8 @@ def gallery_curve(
             x = feats[order[:n]].to(device=device, dtype=torch.float32)
             if normalize:
                 x = torch.nn.functional.normalize(x, dim=-1)
-            graphs.append(backend(x, topk))
+            knn = backend or get_knn_backend(x.device.type, n, x.shape[1], topk)
+            graphs.append(knn(x, topk))
         score = float(metric.compare(graphs[0], graphs[1]))
         points.append(GalleryPoint(n, score, topk, round(time.perf_counter() - t0, 3)))
         log(f"N = {n}: mutual_knn = {score:.4f}")

@@ -292,7 +292,7 @@ def test_wit_images_are_decoded_upright_as_datasets_does(tmp_path, mode):
 
 
 def test_wit_content_hash_names_the_decoding(tmp_path):
-    from prh_bench_plugins.datasets_local import content_digest
+    from prh_bench_plugins.shared import content_digest
 
     ds = get_dataset("wit_1024", path=str(save_wit_like(tmp_path)))
     raw = content_digest(

@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 import prh_bench
-from prh_bench.executors import ExecutorError, ExtractionUnit, get_executor, parse_shard
+from prh_bench.executors import ExecutorError, ExtractionUnit, parse_shard
+from prh_bench.registry import get_executor
 from prh_bench.results import read_result
 from prh_bench.runner import RunConfig, run
 

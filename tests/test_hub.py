@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from prh_bench_plugins import hub
+from prh_bench_plugins import shared
 
 
 @pytest.fixture
@@ -19,17 +19,17 @@ def closed_port():
 
 @pytest.fixture(autouse=True)
 def fresh_probe(monkeypatch, tmp_path):
-    for var in hub.OFFLINE_VARIABLES:
+    for var in shared.OFFLINE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    hub.reachable.cache_clear()
+    shared.reachable.cache_clear()
     yield
-    hub.reachable.cache_clear()
+    shared.reachable.cache_clear()
 
 
 def test_unreachable_hub_is_one_reason(monkeypatch, closed_port):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
-    ok, why = hub.weights_availability("vit_x", "timm/vit_x")
+    ok, why = shared.weights_availability("vit_x", "timm/vit_x")
     assert not ok
     assert why.startswith("the Hugging Face hub cannot be reached")
     assert "huggingface-cli download timm/vit_x" in why
@@ -37,7 +37,7 @@ def test_unreachable_hub_is_one_reason(monkeypatch, closed_port):
 
 def test_offline_variable_wins(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ok, why = hub.weights_availability("m", "org/m")
+    ok, why = shared.weights_availability("m", "org/m")
     assert not ok and "HF_HUB_OFFLINE is set" in why
 
 
@@ -46,7 +46,7 @@ def test_reachable_hub_downloads_on_first_use(monkeypatch):
         server.bind(("127.0.0.1", 0))
         server.listen()
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-        assert hub.weights_availability("m", "org/m") == (
+        assert shared.weights_availability("m", "org/m") == (
             True,
             "downloads from the Hugging Face hub on first use",
         )
@@ -60,6 +60,6 @@ def test_cached_weights_are_available_offline(monkeypatch, tmp_path):
     refs = tmp_path / "hf" / "hub" / "models--org--m" / "refs"
     refs.mkdir()
     (refs / "main").write_text("abc123")
-    assert hub.cached_commit("org/m") == "abc123"
-    assert hub.weights_availability("m", "org/m") == (True, "")
-    assert hub.hub_cache() == tmp_path / "hf" / "hub"
+    assert shared.cached_commit("org/m") == "abc123"
+    assert shared.weights_availability("m", "org/m") == (True, "")
+    assert shared.hub_cache() == tmp_path / "hf" / "hub"

@@ -101,7 +101,7 @@ def test_bad_inputs_are_one_line():
 
 
 def test_serves_large_n_through_the_hook(fresh_plugins):
-    from prh_bench.knn import get_knn_backend
+    from prh_bench.registry import get_knn_backend
 
     assert get_knn_backend("cpu", MIN_N, 64, 10).name == "torch-exact"
     assert get_knn_backend("cpu", MIN_N + 1, 64, 10).name == "tiled-exact"

@@ -13,6 +13,7 @@ import torch
 import prh_bench
 from prh_bench import hookimpl, hookspecs
 from prh_bench.errors import DuplicateIdError, PluginError, UnknownIdError
+from prh_bench.registry import get_registry
 
 HOOKS = sorted(
     name
@@ -66,7 +67,7 @@ def test_hook_register_models(fresh_plugins):
     )
     model = prh_bench.get_model("tinyvis")
     assert model.id == "tiny/vision-test"
-    assert model.registered_by.name == "tiny-models"
+    assert get_registry("model").entry("tinyvis").plugin.name == "tiny-models"
 
 
 def test_hook_register_datasets(fresh_plugins):
@@ -83,11 +84,11 @@ def test_hook_register_metrics(fresh_plugins):
     )
     metric = prh_bench.get_metric("constant_test")
     assert metric.score(torch.ones(4, 2), torch.ones(4, 3)) == 0.5
-    assert ConstantMetric.registered_by.name == "tiny-metrics"
+    assert get_registry("metric").entry("constant_test").plugin.name == "tiny-metrics"
 
 
 def test_hook_knn_backend(fresh_plugins):
-    from prh_bench.knn import get_knn_backend, knn_indices
+    from prh_bench.registry import get_knn_backend, knn_indices
 
     calls = []
 
@@ -136,7 +137,8 @@ def test_hook_register_commands(fresh_plugins, run_cli):
 def test_hook_register_executors(fresh_plugins, run_cli):
     import json
 
-    from prh_bench.executors import Executor, ExtractionUnit, UnitResult, get_executor
+    from prh_bench.executors import Executor, ExtractionUnit, UnitResult
+    from prh_bench.registry import get_executor
 
     class Recording(Executor):
         name = "recording-test"
@@ -155,8 +157,6 @@ def test_hook_register_executors(fresh_plugins, run_cli):
     unit = ExtractionUnit("m", "d", "h", "/store")
     [result] = executor.run([unit])
     assert Recording.seen == [("y", unit.unit_id)] and not result.ok
-    from prh_bench.registry import get_registry
-
     assert get_registry("executor").entry("recording-test").plugin.name == "recorder"
     listed = json.loads(run_cli("executors", "--json").output)
     assert {"local", "slurm", "ray", "recording-test"} <= {row["name"] for row in listed}

@@ -1,0 +1,202 @@
+"""Code that several built-in plugins share, so that no plugin imports another's internals.
+
+Not a plugin itself (no hooks). It holds:
+
+- the Hugging Face hub as the hub-backed plugins (timm, open_clip, transformers, WIT) see it:
+  cache, offline mode, reachability, and one error for weights that cannot be had, so that
+  every one of them says the same thing when the hub cannot be reached, and a machine without
+  network finds out once, in about three seconds, instead of after huggingface_hub's retries
+  for every model;
+- the identity of a local weights file (part of a feature-cache key);
+- image decoding and the content hash of the dataset plugins;
+- the image collator of the vision plugins;
+- the kNN tie rule of the kNN backends (equal similarities: the lower index first).
+
+torch and Pillow are imported inside functions only: loading the plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prh_bench import ModelError
+from prh_bench.images import require_rgb
+
+if TYPE_CHECKING:
+    import torch
+
+    from prh_bench import Sample
+
+# --------------------------------------------------------------------------- the hub
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_cache() -> Path:
+    """Where huggingface_hub keeps downloads, resolved as huggingface_hub does."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def offline() -> bool:
+    """The user said not to use the network (any of the Hugging Face offline variables)."""
+    return any(
+        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in OFFLINE_VARIABLES
+    )
+
+
+@functools.cache
+def reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP probe of the hub per process."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cached_commit(repo: str, revision: str | None = None) -> str | None:
+    """The commit of ``repo`` in the local Hugging Face cache, without network (else None)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo, "config.json", cache_dir=hub_cache(), revision=revision)
+    if isinstance(found, str):
+        parts = Path(found).parts
+        if "snapshots" in parts:
+            return parts[parts.index("snapshots") + 1]
+    return None
+
+
+def weights_availability(
+    model_id: str, repo: str | None, revision: str | None = None
+) -> tuple[bool, str]:
+    """(available, why) for weights that come from the hub: cached, or the hub reachable."""
+    if repo and cached_commit(repo, revision):
+        return True, ""
+    hint = f"pre-fetch it on a connected machine (huggingface-cli download {repo or model_id})"
+    if offline():
+        return False, f"not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
+    if not reachable():
+        return False, (
+            f"the Hugging Face hub cannot be reached and it is not in the local cache; {hint} "
+            "and copy HF_HOME here"
+        )
+    return True, "downloads from the Hugging Face hub on first use"
+
+
+def hub_error(model_id: str, repo: str, exc: BaseException) -> ModelError:
+    """The one-line error for hub weights that are neither cached nor downloadable."""
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return ModelError(
+        f"model '{model_id}': '{repo}' is not in the local Hugging Face cache and the hub "
+        f"cannot be reached ({first}). Pre-fetch it on a connected machine with "
+        f"`huggingface-cli download {repo}` and copy that cache here (point HF_HOME at it)."
+    )
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The sha256 of one weights file (fine for the small local files tests and users pass)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256-" + digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- dataset files
+
+
+class ContentDigest:
+    """SHA-256 over (sample id, image bytes, captions) of every sample, in order.
+
+    Lengths are written before each field so no two different datasets share a stream.
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, sample_id: str, image_bytes: bytes, texts: tuple[str, ...]) -> None:
+        for field in (sample_id.encode(), image_bytes, *(t.encode() for t in texts)):
+            self._h.update(len(field).to_bytes(8, "little"))
+            self._h.update(field)
+        self._h.update(b"\x00" if not texts else len(texts).to_bytes(4, "little"))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def content_digest(items: Iterable[tuple[str, bytes, tuple[str, ...]]]) -> str:
+    """The ``ContentDigest`` of ``(sample id, image bytes, captions)`` items."""
+    digest = ContentDigest()
+    for sample_id, image_bytes, texts in items:
+        digest.add(sample_id, image_bytes, texts)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImageCollator:
+    """Decoded samples -> a stacked, preprocessed batch (picklable: runs in workers)."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, samples: list[Sample]) -> torch.Tensor:
+        import torch
+
+        return torch.stack([self.transform(require_rgb(s.image, s.sample_id)) for s in samples])
+
+
+# --------------------------------------------------------------------------- the kNN tie rule
+
+
+def topk_lowest_index_ties(sim, k: int):
+    """Row-wise top-k indices, by value descending, equal values by ascending index."""
+
+    width = min(k + 1, sim.shape[1])
+    values, indices = sim.topk(width, dim=1)
+    chosen, chosen_values = indices[:, :k], values[:, :k]
+    # order inside the set: index ascending first, then a stable sort by value descending
+    by_index = chosen.argsort(dim=1)
+    chosen, chosen_values = chosen.gather(1, by_index), chosen_values.gather(1, by_index)
+    out = chosen.gather(1, chosen_values.argsort(dim=1, descending=True, stable=True))
+    if width > k:  # a tie across the k-th place makes the set itself depend on the rule
+        # (rows with NaN or inf are left for the caller's overflow check)
+        tied = (values[:, k - 1] == values[:, k]) & values[:, :k].isfinite().all(dim=1)
+        crossing = tied.nonzero()[:, 0]
+        if len(crossing):
+            out[crossing] = _ties_across_the_boundary(sim[crossing], k)
+    return out
+
+
+def _ties_across_the_boundary(sim, k: int):
+    """The exact rule on rows where several values equal the k-th: lowest indices win."""
+    kth = sim.topk(k, dim=1).values[:, -1:]
+    above = sim > kth
+    ties = sim == kth
+    needed = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (ties & (ties.cumsum(dim=1) <= needed))
+    cols = chosen.nonzero()[:, 1].view(-1, k)  # ascending index within each row
+    order = sim.gather(1, cols).argsort(dim=1, descending=True, stable=True)
+    return cols.gather(1, order)
