@@ -256,7 +256,8 @@ def test_cache_ls_and_rm_commands(tmp_path):
     out = runner.invoke(cli, ["cache", "--cache-dir", str(tmp_path), "rm", "--model", "second"])
     assert out.exit_code == 0 and "1 entry removed" in out.output
     assert [e.model_id for e in list_cache(tmp_path)] == ["stub-model"]
-    assert len(remove_cache(tmp_path)) == 1 and list_cache(tmp_path) == []
+    removed, in_use = remove_cache(tmp_path)
+    assert len(removed) == 1 and in_use == [] and list_cache(tmp_path) == []
 
 
 def test_listing_models_imports_no_heavy_library():
