@@ -353,9 +353,6 @@ class ScoreCache:
 # --------------------------------------------------------------------------- cache listing
 
 
-STATES = ("complete", "partial", "temporary")
-
-
 @dataclass
 class CacheEntry:
     """A feature file (complete), its checkpointed batches (partial) or what a killed write
