@@ -30,7 +30,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,9 +109,9 @@ def build_folder(target: Path, build: Callable[[Path], None]) -> Path:
         for stale in target.parent.glob(f".{target.name}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         with writing(target):
-            scratch = Path(
-                tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            )
+            # mkdir, not mkdtemp: the folder gets the umask's permissions, not 0700
+            scratch = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            scratch.mkdir()
             try:
                 build(scratch)
                 os.replace(scratch, target)

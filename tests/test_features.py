@@ -376,9 +376,14 @@ def test_gguf_conversion_writes_only_into_the_run_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("PRH_BENCH_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     adapter = _fake_gguf(tmp_path)
-    with using_cache(tmp_path / "cache"):
-        source = Path(adapter.model_source())
+    old = os.umask(0o022)
+    try:
+        with using_cache(tmp_path / "cache"):
+            source = Path(adapter.model_source())
+    finally:
+        os.umask(old)
     assert source == tmp_path / "cache" / "weights" / "fake-gguf" / "1.0"
+    assert source.stat().st_mode & 0o777 == 0o755  # a shared cache stays readable to others
     assert sorted(p.name for p in source.iterdir()) == ["config.json", "model.safetensors"]
     assert not home.exists()  # nothing under ~/.cache
     # only the converted folder and its lock: the scratch (and the GGUF copy in it) is gone
