@@ -35,6 +35,7 @@ class LocalExecutor(Executor):
     name = "local"
     summary = "this machine: one worker per visible GPU, else one worker in-process"
     options = {"workers": None}  # None: one per visible GPU (or 1); N: N worker processes
+    option_types = {"workers": int}
 
     def plan(self, units: Sequence[ExtractionUnit]) -> tuple[int, list[str]]:
         """(worker count, GPU id per worker or []); one worker means in this process."""

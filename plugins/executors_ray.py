@@ -26,6 +26,13 @@ class RayExecutor(Executor):
         "num_cpus": 1,  # per task
         "max_retries": 3,  # a task whose worker dies is retried (it resumes from the store)
     }
+    option_types = {
+        "address": str,
+        "local_num_cpus": int,
+        "num_gpus": (int, float),
+        "num_cpus": (int, float),
+        "max_retries": int,
+    }
 
     def run(
         self,

@@ -44,6 +44,17 @@ class SubmititExecutor(Executor):
         "max_num_timeout": 3,  # requeues after a timeout (preemption requeues always)
     }
     passthrough = ("slurm_",)
+    option_types = {
+        "cluster": str,
+        "folder": str,
+        "timeout_min": int,
+        "gpus_per_node": int,
+        "cpus_per_task": int,
+        "mem_gb": (int, float),
+        "slurm_partition": str,
+        "slurm_array_parallelism": int,
+        "max_num_timeout": int,
+    }
 
     def _gpus(self, units: Sequence[ExtractionUnit]) -> int:
         if self.config["gpus_per_node"] is not None:

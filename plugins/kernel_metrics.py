@@ -75,9 +75,17 @@ class _KernelMetric(Metric):
             raise InvalidInputError(f"rbf_sigma must be a number > 0, got {sigma!r}")
 
     def _gram(self, feats: Any) -> Any:
+        import torch
+
         check_features(feats)
         self.check_n(feats.shape[0])
-        return gram(feats, self.params["kernel_metric"], self.params["rbf_sigma"]).double()
+        k = gram(feats, self.params["kernel_metric"], self.params["rbf_sigma"])
+        if not bool(torch.isfinite(k).all()):  # else NaN would come out as a score
+            raise InvalidInputError(
+                f"inner products of the features overflow {feats.dtype} (largest |value| "
+                f"{feats.abs().max().item():.3g}); scale the features down or L2-normalise them"
+            )
+        return k.double()
 
 
 class Cka(_KernelMetric):

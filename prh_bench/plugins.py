@@ -3,9 +3,11 @@
 Loading is lazy (on first use) so ``prh-bench --help`` costs nothing. ``PRH_BENCH_LOAD_PLUGINS``
 selects what loads: unset = all, ``""`` = none, ``"a,b"`` = only the entry points named.
 
-A plugin whose import fails does not stop the others: the failure is kept in
-``failed_plugins()``, shown by ``prh-bench plugins`` and warned about once on stderr, and the
-ids it would have registered are simply absent.
+A plugin whose import fails (or calls ``sys.exit``) does not stop the others: the failure is
+kept in ``failed_plugins()``, shown by ``prh-bench plugins`` and warned about once on stderr,
+and the ids it would have registered are simply absent. A name in ``PRH_BENCH_LOAD_PLUGINS``
+that no installed plugin has is warned about too. ``call_hook`` calls a hook's
+implementations one by one, so an exception inside one becomes a ``PluginError`` naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pluggy
 
@@ -52,9 +56,21 @@ def _selected_names() -> set[str] | None:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def _warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     selected = _selected_names()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    unknown = sorted((selected or set()) - {ep.name for ep in entry_points})
+    if unknown:
+        _warn(
+            f"PRH_BENCH_LOAD_PLUGINS names {', '.join(repr(n) for n in unknown)}, which no "
+            f"installed plugin is called; installed: "
+            f"{', '.join(sorted({ep.name for ep in entry_points})) or 'none'}"
+        )
+    for ep in entry_points:
         if selected is not None and ep.name not in selected:
             continue
         if pm.has_plugin(ep.name):
@@ -64,13 +80,12 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         try:
             module = ep.load()
             _register(pm, module, ep.name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down
+            error = describe(exc)
             _failed.append(PluginInfo(ep.name, dist, version, ep.value, error))
-            print(
-                f"Warning: plugin '{ep.name}' (distribution {dist}) failed to load: {error}. "
-                "The other plugins still load.",
-                file=sys.stderr,
+            _warn(
+                f"plugin '{ep.name}' (distribution {dist}) failed to load: {error}. "
+                "The other plugins still load."
             )
             continue
         _infos[ep.name] = PluginInfo(ep.name, dist, version, ep.value)
@@ -105,6 +120,46 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> str
             "Check the spelling against docs/plugins/hooks.md."
         ) from None
     return registered
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong inside a plugin, in one line."""
+    if isinstance(exc, PluginError):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def call_hook(
+    name: str,
+    *,
+    first: bool = False,
+    on_error: Callable[[PluginError], None] | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """The implementations of hook ``name``, called one by one in pluggy's order; their non-None
+    answers (only the first with ``first``). An exception inside one is a ``PluginError`` naming
+    the plugin and the hook: raised, or given to ``on_error`` (the others still run)."""
+    answers = []
+    for impl in reversed(getattr(get_plugin_manager().hook, name).get_hookimpls()):
+        args = {arg: kwargs[arg] for arg in impl.argnames}
+        try:
+            answer = impl.function(**args)
+        except (Exception, SystemExit) as exc:
+            error = PluginError(
+                f"plugin '{impl.plugin_name}' raised inside {name}: {describe(exc)}. "
+                "Fix or disable it (PRH_BENCH_LOAD_PLUGINS)."
+            )
+            if on_error is None:
+                raise error from exc
+            on_error(error)
+            continue
+        if answer is not None:
+            answers.append(answer)
+            if first:
+                break
+    return answers
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:

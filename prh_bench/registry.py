@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .datasets import Dataset, validate_dataset
-from .errors import DatasetError, DuplicateIdError, PluginError, UnknownIdError
+from .errors import DatasetError, DuplicateIdError, PluginError, PrhBenchError, UnknownIdError
 from .executors import Executor, validate_executor
 from .metrics import Metric, validate_metric
 from .models import ModelAdapter, validate_model
-from .plugins import PluginInfo, generation, get_plugin_manager, plugin_info
+from .plugins import PluginInfo, call_hook, describe, generation, get_plugin_manager, plugin_info
 
 if TYPE_CHECKING:
     import torch
@@ -147,10 +147,10 @@ def get_registry(kind: str) -> Registry:
             impl.function(register=register)
         except (DuplicateIdError, UnknownIdError):
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PluginError(
                 f"plugin '{impl.plugin_name}' raised inside {spec.hook}: "
-                f"{type(exc).__name__}: {exc}. Fix or disable it (PRH_BENCH_LOAD_PLUGINS)."
+                f"{describe(exc)}. Fix or disable it (PRH_BENCH_LOAD_PLUGINS)."
             ) from exc
     _cache[kind] = (generation(), reg)
     return reg
@@ -194,7 +194,8 @@ def get_executor(name: str, options: dict[str, Any] | None = None) -> Executor:
 
 def get_knn_backend(device: str, n: int, dim: int, k: int) -> KnnBackend:
     """The kNN backend the ``knn_backend`` hook picks for this problem (the first that answers)."""
-    backend = get_plugin_manager().hook.knn_backend(device=device, n=n, dim=dim, k=k)
+    answers = call_hook("knn_backend", first=True, device=device, n=n, dim=dim, k=k)
+    backend = answers[0] if answers else None
     if backend is None:
         raise PluginError(
             f"no kNN backend serves device={device}, n={n}, dim={dim}, k={k}; the built-in "
@@ -205,5 +206,16 @@ def get_knn_backend(device: str, n: int, dim: int, k: int) -> KnnBackend:
 
 def knn_indices(feats: torch.Tensor, k: int) -> torch.Tensor:
     """Indices [N, k] of each row's k nearest rows (self excluded) by inner product."""
+    from .knn import check_answer
+
     n, dim = feats.shape
-    return get_knn_backend(feats.device.type, n, dim, k)(feats, k)
+    backend = get_knn_backend(feats.device.type, n, dim, k)
+    try:
+        answer = backend(feats, k)
+    except PrhBenchError:  # e.g. the typed overflow error: the user's to fix
+        raise
+    except Exception as exc:
+        name = getattr(backend, "name", type(backend).__name__)
+        raise PluginError(f"kNN backend '{name}' failed: {describe(exc)}") from exc
+    check_answer(backend, answer, n, k)
+    return answer

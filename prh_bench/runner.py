@@ -256,10 +256,9 @@ def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
     Everything a user can get wrong fails here, before any model is loaded.
     """
     from .correlate import read_downstream_csv
-    from .extract import resolve_device
     from .registry import get_dataset, get_executor, get_metric
 
-    device = resolve_device(config.device)
+    device = _check_settings(config)
     dataset = get_dataset(config.dataset)
     ok, why = dataset.availability()
     if not ok:
@@ -267,12 +266,28 @@ def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
     metrics = {
         name: get_metric(name, **_metric_params(name, config.topk)) for name in config.metrics
     }
+    n = len(dataset) if config.limit is None else min(config.limit, len(dataset))
+    for metric in metrics.values():  # e.g. topk >= N: before any model is loaded
+        metric.check_n(n)
     downstream = read_downstream_csv(config.downstream) if config.downstream else {}
     models, failures = _available_models(config, log)
     model_pairs(models, config.pairs)  # fail before any extraction if a modality is missing
     executor = get_executor(config.executor, config.executor_options)
     units = _units(config, dataset, models, device, log)
     return RunPlan(config, device, dataset, metrics, downstream, models, executor, units, failures)
+
+
+def _check_settings(config: RunConfig) -> str:
+    """The run's device, after checking the settings that need no dataset or model: the
+    device (that it exists here only when this machine extracts) and the environment."""
+    from .extract import check_device_name, checkpoint_seconds_from_env, resolve_device
+
+    checkpoint_seconds_from_env()
+    if config.device is not None:
+        check_device_name(config.device)
+    if config.executor == "local" or config.device is None:
+        return resolve_device(config.device)
+    return config.device  # a cluster's worker checks it where it runs
 
 
 def _metric_params(name: str, topk: int) -> dict[str, Any]:

@@ -12,11 +12,15 @@ Layout under the cache directory (``--cache-dir``, ``$PRH_BENCH_CACHE``, else
     features/<dataset-slug>/<model-slug>/<digest16>.partial/      checkpointed batches
     features/<dataset-slug>/<model-slug>/<digest16>.lock          a filelock while computing
     scores/<digest24>.json                                         one pair's score record
-    weights/                                                       converted weights (adapters)
+    weights/<name>/                                                converted weights (adapters)
 
 Everything is written to a temporary name and renamed (``os.replace``), so a killed run never
-leaves a half-written file; a rerun resumes from the checkpointed batches. No pickle anywhere.
-The extraction loop that fills the store is ``prh_bench.extract``.
+leaves a half-written file; a rerun resumes from the checkpointed batches. What a kill leaves
+behind (temporary files, a conversion's scratch folder) is listed by ``cache ls`` and removed
+by ``cache rm``, or at the next build of the same thing, always under that thing's lock. No
+pickle anywhere. The extraction loop that fills the store is ``prh_bench.extract``; while it
+runs, ``weights_dir()`` points into the run's cache (``using_cache``), so an adapter that
+converts weights writes nowhere else.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
-from .storage import atomic_write, atomic_write_text, slug
+from .storage import atomic_write, atomic_write_text, slug, writing
 
 if TYPE_CHECKING:
     import torch
@@ -60,9 +68,56 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return base / "prh-bench"
 
 
+# the cache of the extraction under way in this context (set by ``using_cache``)
+_active_cache: ContextVar[str | os.PathLike[str] | None] = ContextVar(
+    "prh_bench_cache", default=None
+)
+
+
+@contextmanager
+def using_cache(cache_dir: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Within the block, ``weights_dir()`` without an argument lies in ``cache_dir``'s cache."""
+    token = _active_cache.set(cache_dir)
+    try:
+        yield
+    finally:
+        _active_cache.reset(token)
+
+
 def weights_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where adapters keep converted weights (e.g. a GGUF dequantised to safetensors)."""
-    return cache_root(cache_dir) / "weights"
+    """Where adapters keep converted weights (e.g. a GGUF dequantised to safetensors): the
+    argument's cache, else the cache of the extraction under way, else the default cache."""
+    return cache_root(cache_dir if cache_dir is not None else _active_cache.get()) / "weights"
+
+
+def build_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, a folder built once by ``build(scratch)`` and renamed into place.
+
+    A file lock (``<target>.lock``) keeps two processes from building it at once; whoever
+    holds it first removes the scratch folders a killed build left (``.<name>.*.tmp`` beside
+    the target: nobody else can be building them), so no stale scratch outlives the next build.
+    """
+    from filelock import FileLock
+
+    if target.is_dir():
+        return target
+    with writing(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if target.is_dir():  # built by another process while we waited
+            return target
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        with writing(target):
+            # mkdir, not mkdtemp: the folder gets the umask's permissions, not 0700
+            scratch = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            scratch.mkdir()
+            try:
+                build(scratch)
+                os.replace(scratch, target)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def partial_dir(path: Path) -> Path:
@@ -160,7 +215,25 @@ def save_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: P
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=header)
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports I/O errors as its own type
+            code = _os_error_code(exc)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code)) from exc  # disk full etc.: one line
+
+    atomic_write(path, write)
+
+
+def _os_error_code(exc: Exception) -> int | None:
+    """The errno inside a safetensors error ("... (os error 28)"), if there is one."""
+    found = re.search(r"os error (\d+)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -282,15 +355,59 @@ class ScoreCache:
 
 @dataclass
 class CacheEntry:
+    """A feature file (complete), its checkpointed batches (partial) or what a killed write
+    left (temporary: a hidden ``.*.tmp`` file)."""
+
     path: Path
     model_id: str
     dataset_id: str
     num_samples: int | None
     num_layers: int | None
     size_bytes: int
-    complete: bool
+    state: str = "complete"
     key: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    @property
+    def lock(self) -> Path:
+        """The lock of the feature key this entry belongs to."""
+        digest = self.path.name.lstrip(".").split(".")[0]
+        return self.path.parent / f"{digest}.lock"
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _complete_entry(file: Path) -> CacheEntry:
+    try:
+        meta = read_header(file)
+    except Exception as exc:  # listed all the same: it is there and takes space
+        return CacheEntry(
+            file,
+            file.parent.name,
+            file.parent.parent.name,
+            None,
+            None,
+            _size(file),
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    key = meta.get("key", {})
+    return CacheEntry(
+        file,
+        key.get("model_id", "?"),
+        key.get("dataset_id", "?"),
+        meta.get("num_samples"),
+        meta.get("num_layers"),
+        _size(file),
+        key=key,
+    )
 
 
 def _iter_cache(root: Path) -> Iterator[CacheEntry]:
@@ -298,34 +415,28 @@ def _iter_cache(root: Path) -> Iterator[CacheEntry]:
     if not base.is_dir():
         return
     for file in sorted(base.glob("*/*/*.safetensors")):
-        try:
-            meta = read_header(file)
-            key = meta.get("key", {})
-            yield CacheEntry(
-                file,
-                key.get("model_id", "?"),
-                key.get("dataset_id", "?"),
-                meta.get("num_samples"),
-                meta.get("num_layers"),
-                file.stat().st_size,
-                True,
-                key,
-            )
-        except Exception as exc:
-            yield CacheEntry(
-                file,
-                file.parent.name,
-                file.parent.parent.name,
-                None,
-                None,
-                file.stat().st_size,
-                True,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+        yield _complete_entry(file)
     for folder in sorted(base.glob("*/*/*.partial")):
-        size = sum(f.stat().st_size for f in folder.glob("*") if f.is_file())
         yield CacheEntry(
-            folder, folder.parent.name, folder.parent.parent.name, None, None, size, False
+            folder,
+            folder.parent.name,
+            folder.parent.parent.name,
+            None,
+            None,
+            _size(folder),
+            state="partial",
+        )
+    # a temporary file beside the features (a torn write of a whole feature file) or inside
+    # a .partial folder is listed with that folder, so only the ones beside it show here
+    for tmp in sorted(base.glob("*/*/.*.tmp")):
+        yield CacheEntry(
+            tmp,
+            tmp.parent.name,
+            tmp.parent.parent.name,
+            None,
+            None,
+            _size(tmp),
+            state="temporary",
         )
 
 
@@ -334,7 +445,7 @@ def list_cache(
     model: str | None = None,
     dataset: str | None = None,
 ) -> list[CacheEntry]:
-    """The feature files (and unfinished runs) in the cache, optionally filtered."""
+    """The feature files, unfinished extractions and torn temporary files, optionally filtered."""
     out = []
     for e in _iter_cache(cache_root(cache_dir)):
         if model is not None and e.model_id not in (model, slug(model)):
@@ -349,18 +460,40 @@ def remove_cache(
     cache_dir: str | os.PathLike[str] | None = None,
     model: str | None = None,
     dataset: str | None = None,
-) -> list[CacheEntry]:
-    """Delete the matching feature files and unfinished runs; returns what was removed."""
-    removed = list_cache(cache_dir, model, dataset)
-    for e in removed:
-        if e.path.is_dir():
-            shutil.rmtree(e.path, ignore_errors=True)
-        else:
-            e.path.unlink(missing_ok=True)
-        lock_path(e.path).unlink(missing_ok=True)
+) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """Delete the matching entries; returns (removed, in use).
+
+    Each key's entries are removed under that key's lock, so a running extraction keeps its
+    lock, its checkpoints and its temporary files: those entries are left and reported in use.
+    """
+    from filelock import FileLock, Timeout
+
+    removed: list[CacheEntry] = []
+    in_use: list[CacheEntry] = []
+    by_lock: dict[Path, list[CacheEntry]] = {}
+    for e in list_cache(cache_dir, model, dataset):
+        by_lock.setdefault(e.lock, []).append(e)
+    for lock_file, entries in by_lock.items():
+        lock = FileLock(str(lock_file), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            in_use.extend(entries)
+            continue
+        try:
+            for e in entries:
+                if e.path.is_dir():
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    e.path.unlink(missing_ok=True)
+                removed.append(e)
+            # the lock file goes only while we hold it, never from under a running extraction
+            lock_file.unlink(missing_ok=True)
+        finally:
+            lock.release()
     # drop folders left empty
     base = cache_root(cache_dir) / "features"
     for folder in sorted(base.glob("*/*"), reverse=True) + sorted(base.glob("*"), reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    return removed
+    return removed, in_use

@@ -284,3 +284,88 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- issue 14 (runtime):
+# options, environment, run.toml, disk full inside safetensors, checks before any model loads
+
+
+def test_disk_full_inside_safetensors_is_one_line(tiny, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(tensors, filename, metadata=None):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    line = one_error_line(run(tiny))
+    assert line.startswith("Error: no space left on the device while writing ")
+    assert not list((tiny / "cache").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("device", "code", "message"),
+    [
+        ("gpu0", 2, "Error: Invalid value for '--device': device must be cpu, cuda, cuda:N or mps"),
+        ("cuda:99", 1, "Error: device 'cuda:99' is not here: this machine has "),
+    ],
+)
+def test_bad_device_is_one_line_even_with_cached_features(tiny, device, code, message):
+    assert run(tiny).exit_code == 0  # the features are in the cache now
+    assert one_error_line(run(tiny, "--device", device), code=code).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("workers=two", "Error: executor 'local' option 'workers' must be an integer, got 'two'"),
+        ("workers=true", "Error: executor 'local' option 'workers' must be an integer, got True"),
+        ("worker=2", "Error: executor 'local' has no option 'worker'; its options: workers"),
+    ],
+)
+def test_executor_option_of_the_wrong_type_is_one_line(tiny, option, message):
+    assert one_error_line(run(tiny, "--executor-option", option)) == message
+
+
+def test_bad_checkpoint_seconds_is_one_line(tiny, monkeypatch):
+    assert run(tiny).exit_code == 0  # cached features must not hide it
+    monkeypatch.setenv("PRH_BENCH_CHECKPOINT_SECONDS", "abc")
+    line = one_error_line(run(tiny))
+    assert line == (
+        "Error: PRH_BENCH_CHECKPOINT_SECONDS must be a number of seconds >= 0 (e.g. 30), got 'abc'"
+    )
+
+
+def test_serve_port_out_of_range_is_one_line(tiny):
+    line = one_error_line(prh("leaderboard", "serve", str(tiny), "--port", "70000"), code=2)
+    assert "70000 is not in the range 0<=x<=65535" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models = 5\n", "line 1: key 'models' must be a string, got 5"),
+        ("dataset = ['a']\n", "line 1: key 'dataset' must be a string, got ['a']"),
+        ("metrics = [1, 2]\n", "line 1: key 'metrics' must be a list of strings, got [1, 2]"),
+        ("metrics = 3\n", "line 1: key 'metrics' must be a string or a list of strings, got 3"),
+        ("executor_options = 'workers=2'\n", "key 'executor_options' must be a table"),
+        ("topk = 5\n[run]\nmodels = 'offline'\n", "key(s) topk sit outside [run] and would be"),
+    ],
+)
+def test_run_toml_wrong_types_and_stray_top_level_keys(tiny, text, message):
+    cfg = tiny / "run.toml"
+    cfg.write_text(text)
+    line = one_error_line(prh("run", "--config", str(cfg)))
+    assert line.startswith(f"Error: {cfg}") and message in line
+
+
+def test_topk_against_n_fails_before_any_model_loads(tiny, monkeypatch):
+    log = tiny / "encoded.log"
+    monkeypatch.setenv("TINY_LOG", str(log))
+    line = one_error_line(run(tiny, "--topk", "18", "--limit", "30"))
+    assert line == "Error: topk must be < N (the number of samples, 18), got topk=18"
+    line = one_error_line(run(tiny, "--topk", "5", "--limit", "5"))
+    assert line == "Error: topk must be < N (the number of samples, 5), got topk=5"
+    assert not log.exists() and not (tiny / "cache").exists()  # no model ran, nothing stored

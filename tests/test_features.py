@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,7 +258,8 @@ def test_cache_ls_and_rm_commands(tmp_path):
     out = runner.invoke(cli, ["cache", "--cache-dir", str(tmp_path), "rm", "--model", "second"])
     assert out.exit_code == 0 and "1 entry removed" in out.output
     assert [e.model_id for e in list_cache(tmp_path)] == ["stub-model"]
-    assert len(remove_cache(tmp_path)) == 1 and list_cache(tmp_path) == []
+    removed, in_use = remove_cache(tmp_path)
+    assert len(removed) == 1 and in_use == [] and list_cache(tmp_path) == []
 
 
 def test_listing_models_imports_no_heavy_library():
@@ -299,3 +302,280 @@ def test_models_lists_hub_families_and_offline_suite():
         i for i, r in rows.items() if "paper" in r["tags"] and r["modality"] == "language"
     ]
     assert len(paper_llms) == 12
+
+
+# --------------------------------------------------------------------------- issue 14 (runtime):
+# every byte under the run's folders, torn writes visible and removable, disk full, layers
+
+
+FAKE_GGUF = """
+import os, sys, time
+from pathlib import Path
+from prh_bench_plugins.offline_models import GGUFCausalAdapter
+
+class FakeGGUF(GGUFCausalAdapter):
+    '''A GGUF adapter whose file and dequantisation are tiny; the conversion path is real.'''
+
+    def __init__(self):
+        super().__init__("fake-gguf", dist="fake-gguf", modules=(), parameters=1, url="", batch_size=1)
+
+    def availability(self):
+        return True, ""
+
+    def weights_revision(self):
+        return "fake-gguf==1.0"
+
+    def gguf_path(self, scratch):
+        path = scratch / "model.gguf"
+        path.write_bytes(b"G" * 300_000)  # what the package assembles: big, in the scratch
+        return path
+
+    def dequantise(self, gguf, out):
+        (out / "model.safetensors").write_bytes(gguf.read_bytes()[:1000])
+        (out / "config.json").write_text("{}")
+        if os.environ.get("FAKE_GGUF_HANG"):
+            print("converting", flush=True)
+            time.sleep(60)
+"""
+
+
+def _fake_gguf(tmp_path):
+    (tmp_path / "fake_gguf.py").write_text(FAKE_GGUF)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+
+        import fake_gguf
+
+        return importlib.reload(fake_gguf).FakeGGUF()
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_extraction_gives_its_cache_to_the_adapter_for_weights(tmp_path, monkeypatch):
+    from prh_bench.store import weights_dir
+
+    monkeypatch.setenv("PRH_BENCH_CACHE", str(tmp_path / "default"))
+    seen = []
+
+    class Converting(StubAdapter):
+        def load(self, device="cpu", dtype=None):
+            seen.append(weights_dir())
+            return super().load(device, dtype)
+
+    run(Converting(), TinyDataset(n=4), tmp_path / "run-cache")
+    assert seen == [tmp_path / "run-cache" / "weights"]
+    assert weights_dir() == tmp_path / "default" / "weights"  # outside an extraction
+
+
+def test_gguf_conversion_writes_only_into_the_run_cache(tmp_path, monkeypatch):
+    from prh_bench.store import using_cache
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PRH_BENCH_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    adapter = _fake_gguf(tmp_path)
+    old = os.umask(0o022)
+    try:
+        with using_cache(tmp_path / "cache"):
+            source = Path(adapter.model_source())
+    finally:
+        os.umask(old)
+    assert source == tmp_path / "cache" / "weights" / "fake-gguf" / "1.0"
+    assert source.stat().st_mode & 0o777 == 0o755  # a shared cache stays readable to others
+    assert sorted(p.name for p in source.iterdir()) == ["config.json", "model.safetensors"]
+    assert not home.exists()  # nothing under ~/.cache
+    # only the converted folder and its lock: the scratch (and the GGUF copy in it) is gone
+    assert sorted(p.name for p in source.parent.iterdir()) == ["1.0", "1.0.lock"]
+
+
+def test_killed_gguf_conversion_leaves_scratch_that_the_next_one_removes(tmp_path):
+    cache = tmp_path / "cache"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from fake_gguf import FakeGGUF; "
+        "from prh_bench.store import using_cache\n"
+        "with using_cache(sys.argv[2]): FakeGGUF().model_source()"
+    )
+    adapter = _fake_gguf(tmp_path)  # writes fake_gguf.py for the subprocess too
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), str(cache)],
+        env={**os.environ, "FAKE_GGUF_HANG": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert victim.stdout.readline().strip() == "converting"
+    finally:
+        victim.kill()
+        victim.wait()
+    folder = cache / "weights" / "fake-gguf"
+    [scratch] = folder.glob(".1.0.*.tmp")  # the killed conversion's scratch, GGUF and all
+    assert (scratch / ".gguf" / "model.gguf").stat().st_size == 300_000
+    from prh_bench.store import using_cache
+
+    with using_cache(cache):
+        adapter.model_source()
+    assert sorted(p.name for p in folder.iterdir()) == ["1.0", "1.0.lock"]
+
+
+def _safetensors_disk_full(monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+
+
+def test_disk_full_inside_safetensors_is_a_storage_error(tmp_path, monkeypatch):
+    from prh_bench.storage import StorageError
+
+    ds = TinyDataset(n=4)
+    kept = run(StubAdapter("kept"), ds, tmp_path)
+    before = kept.path.read_bytes()
+    _safetensors_disk_full(monkeypatch)
+    with pytest.raises(StorageError, match=r"^no space left on the device while writing "):
+        run(StubAdapter("new"), ds, tmp_path)
+    with pytest.raises(StorageError, match="no space left"):
+        run(StubAdapter("kept"), ds, tmp_path, force=True)
+    assert kept.path.read_bytes() == before  # nothing already written is lost
+    assert not list(tmp_path.rglob("*.tmp"))  # and no temporary file is left
+
+
+TORN_WRITE = """
+import sys, time
+from pathlib import Path
+from prh_bench.storage import atomic_write
+
+def slow(tmp):
+    Path(tmp).write_bytes(b"x" * 100_000)  # a whole hidden copy of the feature file
+    print("writing", flush=True)
+    time.sleep(60)
+
+atomic_write(Path(sys.argv[1]), slow)
+"""
+
+
+def test_torn_temporary_files_are_listed_and_removed(tmp_path):
+    ds = TinyDataset(n=4)
+    fs = run(StubAdapter(), ds, tmp_path)
+    target = fs.path.with_name("0123456789abcdef.safetensors")
+    victim = subprocess.Popen(
+        [sys.executable, "-c", TORN_WRITE, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout.readline().strip() == "writing"
+    finally:
+        victim.kill()
+        victim.wait()
+    entries = list_cache(tmp_path)
+    assert sorted(e.state for e in entries) == ["complete", "temporary"]
+    [torn] = [e for e in entries if e.state == "temporary"]
+    assert torn.size_bytes == 100_000 and torn.model_id == "stub-model"
+    out = CliRunner().invoke(cli, ["cache", "--cache-dir", str(tmp_path), "ls"])
+    assert "temporary" in out.output and torn.path.name in out.output
+    out = CliRunner().invoke(cli, ["cache", "--cache-dir", str(tmp_path), "rm", "--all"])
+    assert out.exit_code == 0 and "2 entries removed" in out.output
+    assert not list((tmp_path / "features").rglob("*"))  # locks and folders too
+
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_cache_rm_keeps_what_a_running_extraction_uses(tmp_path):
+    ds, adapter = TinyDataset(n=6), StubAdapter()
+    adapter.fail_after = 1
+    with pytest.raises(KeyboardInterrupt):  # one batch checkpointed, then "killed"
+        run(adapter, ds, tmp_path, checkpoint_seconds=0)
+    done = run(StubAdapter("other"), ds, tmp_path)
+    [partial] = [e for e in list_cache(tmp_path) if e.state == "partial"]
+    runner = subprocess.Popen(  # a run computing that key holds its lock
+        [sys.executable, "-c", HOLD_LOCK, str(partial.lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stdout.readline().strip() == "holding"
+        out = CliRunner().invoke(cli, ["cache", "--cache-dir", str(tmp_path), "rm", "--all"])
+        assert out.exit_code == 0 and "1 entry removed" in out.output
+        assert f"kept {partial.path}: a running extraction is using it" in out.output
+        assert partial.path.is_dir() and partial.lock.exists() and not done.path.exists()
+    finally:
+        runner.kill()
+        runner.wait()
+    removed, in_use = remove_cache(tmp_path)  # once the run is gone, it goes too
+    assert [e.path for e in removed] == [partial.path] and in_use == []
+
+
+class Shrinking(StubAdapter):
+    """An adapter whose later batches return fewer layers (or another width)."""
+
+    def __init__(self, change: str) -> None:
+        super().__init__(f"shrinking-{change}")
+        self.change = change
+
+    def load(self, device="cpu", dtype=None):
+        loaded, owner = super().load(device, dtype), self
+        encode = loaded.encode
+
+        def changing(inputs):
+            layers, stats = encode(inputs)
+            if owner.batches_seen > 1:
+                layers = layers[:1] if owner.change == "count" else [layers[0], layers[1][:, :3]]
+            return layers, stats
+
+        loaded.encode = changing
+        return loaded
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("count", r"returned 1 layers for samples from index 2, but 2 before"),
+        (
+            "width",
+            r"returned layer.001 of shape \[3\] per sample for samples from index 2, but \[5\]",
+        ),
+    ],
+)
+def test_an_adapter_changing_its_layers_between_batches_is_refused(tmp_path, change, message):
+    with pytest.raises(ModelError, match=message):
+        run(Shrinking(change), TinyDataset(n=6), tmp_path)
+    assert not list(tmp_path.rglob("*.safetensors"))  # nothing truncated was stored
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_bad_checkpoint_seconds_is_one_line(tmp_path, monkeypatch, value):
+    from prh_bench.errors import InvalidInputError
+
+    monkeypatch.setenv("PRH_BENCH_CHECKPOINT_SECONDS", value)
+    with pytest.raises(InvalidInputError, match=r"PRH_BENCH_CHECKPOINT_SECONDS must be a number"):
+        run(StubAdapter(), TinyDataset(n=4), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("gpu", r"device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+        ("cuda:x", r"device must be cpu, cuda, cuda:N or mps"),
+        ("cuda:99", r"device 'cuda:99' is not here: this machine has "),
+    ],
+)
+def test_a_device_that_is_not_here_fails_even_with_cached_features(tmp_path, device, message):
+    from prh_bench.errors import InvalidInputError
+
+    ds, adapter = TinyDataset(n=4), StubAdapter()
+    run(adapter, ds, tmp_path)
+    with pytest.raises(InvalidInputError, match=message):
+        extract_features(adapter, ds, cache_dir=tmp_path, device=device, progress=False)

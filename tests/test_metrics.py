@@ -202,3 +202,16 @@ def test_bad_inputs_name_the_argument():
         get_metric("cka").score(np.ones((5, 2)), good[:5])
     with pytest.raises(ValueError):  # every input error is also a ValueError
         get_metric("mutual_knn", topk=-1).score(good, good)
+
+
+# --------------------------------------------------------------------------- issue 14 (runtime)
+
+
+@pytest.mark.parametrize("name", ["cka", "unbiased_cka", "mutual_knn", "cknna"])
+def test_overflowing_inner_products_are_the_same_typed_error_for_every_metric(name):
+    huge = torch.randn(10, 5, generator=torch.Generator().manual_seed(0)) * 1e30
+    metric = get_metric(name, topk=3) if "topk" in get_metric(name).defaults else get_metric(name)
+    with pytest.raises(InvalidInputError, match=r"^inner products of the features overflow"):
+        metric.score(huge, torch.randn(10, 5))
+    with pytest.raises(InvalidInputError, match=r"overflow"):
+        metric.score(torch.randn(10, 5), huge)

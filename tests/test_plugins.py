@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import os
 import sys
 import types
 
@@ -330,3 +331,137 @@ def test_plugins_do_not_import_heavy_modules_at_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- issue 14 (runtime):
+# a plugin that raises or exits anywhere is named in one line; kNN answers are checked
+
+
+def test_plugin_raising_in_register_commands_is_a_warning_and_help_still_works(
+    fresh_plugins, run_cli
+):
+    def register_commands(cli):
+        raise RuntimeError("boom")
+
+    fresh_plugins.register_plugin(make_plugin(register_commands=register_commands), "bad-cmds")
+    from prh_bench.cli import cli
+
+    cli._plugin_commands_added = False
+    try:
+        result = run_cli("--help")
+        assert result.exit_code == 0 and "Traceback" not in result.output
+        assert (
+            "Warning: plugin 'bad-cmds' raised inside register_commands: RuntimeError: boom. "
+            "Fix or disable it (PRH_BENCH_LOAD_PLUGINS)." in result.output
+        )
+        assert "executors" in result.output  # the other plugins' commands are still there
+    finally:
+        cli.commands.pop("executors", None)
+        cli._plugin_commands_added = False
+
+
+def test_plugin_raising_in_prepare_jinja2_environment_is_named(fresh_plugins):
+    from prh_bench.site import make_environment
+
+    def prepare_jinja2_environment(env):
+        raise KeyError("filters")
+
+    fresh_plugins.register_plugin(
+        make_plugin(prepare_jinja2_environment=prepare_jinja2_environment), "bad-site"
+    )
+    with pytest.raises(
+        PluginError, match=r"^plugin 'bad-site' raised inside prepare_jinja2_environment: KeyError"
+    ):
+        make_environment()
+
+
+@pytest.mark.parametrize("fail", [RuntimeError("boom"), SystemExit(2)])
+def test_plugin_raising_or_exiting_in_knn_backend_is_named(fresh_plugins, fail):
+    from prh_bench.registry import knn_indices
+
+    def knn_backend(device, n, dim, k):
+        raise fail
+
+    fresh_plugins.register_plugin(make_plugin(knn_backend=knn_backend), "bad-knn")
+    with pytest.raises(PluginError, match=r"^plugin 'bad-knn' raised inside knn_backend: "):
+        knn_indices(torch.randn(6, 3), 2)
+
+
+def test_plugin_calling_sys_exit_in_a_register_hook_is_named(fresh_plugins):
+    def register_models(register):
+        sys.exit(4)
+
+    fresh_plugins.register_plugin(make_plugin(register_models=register_models), "quitter")
+    with pytest.raises(PluginError, match=r"'quitter' raised inside register_models: it called"):
+        prh_bench.get_model("anything")
+
+
+def _right(feats, k):
+    n = feats.shape[0]
+    others = torch.stack([torch.cat([torch.arange(i), torch.arange(i + 1, n)]) for i in range(n)])
+    return others[:, :k]
+
+
+@pytest.mark.parametrize(
+    ("answer", "what"),
+    [
+        (lambda f, k: _right(f, k).tolist(), "it returned list, not a tensor"),
+        (lambda f, k: _right(f, k).float(), "it returned torch.float32 values"),
+        (lambda f, k: _right(f, k)[:, :1], r"it returned shape \[6, 1\]"),
+        (lambda f, k: _right(f, k)[:5], r"it returned shape \[5, 2\]"),
+        (lambda f, k: _right(f, k) + 6, "an index lies outside 0..5"),
+        (lambda f, k: torch.arange(6)[:, None].repeat(1, k), "a row lists itself"),
+        (lambda f, k: _right(f, k)[:, :1].repeat(1, k), "a row lists the same neighbour twice"),
+    ],
+)
+def test_a_knn_answer_that_breaks_the_contract_is_refused(fresh_plugins, answer, what):
+    from prh_bench.registry import knn_indices
+
+    class Broken:
+        name = "broken-knn"
+
+        def __call__(self, feats, k):
+            return answer(feats, k)
+
+    fresh_plugins.register_plugin(
+        make_plugin(knn_backend=lambda device, n, dim, k: Broken()), "broken-knn"
+    )
+    feats = torch.nn.functional.normalize(torch.randn(6, 3), dim=1)
+    with pytest.raises(PluginError, match=rf"^kNN backend 'broken-knn' broke its contract: {what}"):
+        knn_indices(feats, 2)
+    with pytest.raises(PluginError, match="broke its contract"):  # a metric never scores it
+        prh_bench.get_metric("mutual_knn", topk=2).score(feats, feats)
+
+
+def test_unknown_names_in_load_plugins_are_warned(fresh_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("PRH_BENCH_LOAD_PLUGINS", "knn_torch,knn_metric")
+    fresh_plugins.reset()
+    assert {p.name for p in fresh_plugins.loaded_plugins()} == {"knn_torch"}
+    err = capsys.readouterr().err
+    assert "Warning: PRH_BENCH_LOAD_PLUGINS names 'knn_metric', which no installed plugin" in err
+    assert "knn_metrics" in err  # the installed names, to spot the typo
+
+
+def test_plugin_calling_sys_exit_at_import_is_a_failed_plugin(tmp_path):
+    import subprocess
+
+    site = tmp_path / "site"
+    dist = site / "prh_bench_quitter-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: prh-bench-quitter\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[prh_bench]\nquitter = quitter_plugin\n")
+    (site / "quitter_plugin.py").write_text("import sys\nsys.exit('no GPU, bye')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PRH_BENCH_LOAD_PLUGINS"}
+    env["PYTHONPATH"] = str(site)
+    out = subprocess.run(
+        [sys.executable, "-m", "prh_bench", "metrics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and "mutual_knn" in out.stdout  # every other plugin works
+    assert (
+        "Warning: plugin 'quitter' (distribution prh-bench-quitter) failed to load: it called "
+        "sys.exit('no GPU, bye')." in out.stderr
+    )

@@ -201,3 +201,30 @@ def test_two_runs_sharing_a_cache_compute_each_unit_once(env, tmp_path):
     assert encoded(log) == Counter({"pixels-1": N, "words-1": N})  # each model extracted once
     assert scores(tmp_path / "out0") == scores(tmp_path / "out1")
     assert not list(cache.rglob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- issue 14 (runtime):
+# Ctrl-C
+
+
+def test_ctrl_c_says_interrupted_exits_130_and_the_rerun_resumes(env, tmp_path):
+    cache = tmp_path / "cache"
+    victim = subprocess.Popen(
+        run_args(cache, tmp_path / "out"),
+        env={**env, "TINY_SLEEP": "0.3", "PRH_BENCH_CHECKPOINT_SECONDS": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: sum(checkpointed_rows(cache).values()) >= 4)
+    finally:
+        victim.send_signal(signal.SIGINT)
+        _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 130, err[-2000:]
+    assert err.rstrip().endswith("Interrupted.")
+    assert "Aborted!" not in err and "Traceback" not in err
+    rows = sum(checkpointed_rows(cache).values())
+    log = tmp_path / "rerun.log"
+    finish(run_args(cache, tmp_path / "out"), env, TINY_LOG=str(log))
+    assert encoded(log) == Counter({"pixels-1": N - rows, "words-1": N})

@@ -89,7 +89,7 @@ def make_environment(
     (given the site's settings)."""
     import jinja2
 
-    from ..plugins import get_plugin_manager
+    from ..plugins import call_hook
 
     loaders: list[jinja2.BaseLoader] = []
     if templates:
@@ -114,9 +114,8 @@ def make_environment(
         }
     )
     env.filters.setdefault("model_url", lambda model: None)  # plugins may give a real one
-    get_plugin_manager().hook.prepare_jinja2_environment(
-        env=env, settings=settings or SiteSettings()
-    )
+    # one by one, so a plugin that raises is named in one line
+    call_hook("prepare_jinja2_environment", env=env, settings=settings or SiteSettings())
     return env
 
 
