@@ -445,8 +445,8 @@ def correlate(
 ) -> None:
     """Correlate language models' alignment to a vision model with their downstream scores."""
     from .correlate import correlate as correlate_run
-    from .correlate import read_downstream_csv, save_correlations, table_rows
-    from .results import read_result
+    from .correlate import save_correlations, table_rows
+    from .results import read_downstream_csv, read_result
 
     result = read_result(result_file)
     extra = read_downstream_csv(downstream) if downstream else None
@@ -522,8 +522,14 @@ def downstream_import(files: tuple[str, ...], output: str, model: str | None) ->
     """Import lm-evaluation-harness result JSON files into a downstream CSV."""
     from .correlate import import_lm_eval
 
-    count = import_lm_eval(files, output, model)
-    click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
+    imported = import_lm_eval(files, output, model)
+    if imported.undefined:
+        click.echo(
+            f"left out {len(imported.undefined)} score(s) the files give as NaN or Infinity: "
+            + ", ".join(imported.undefined),
+            err=True,
+        )
+    click.echo(f"imported {imported.count} scores from {len(files)} file(s) into {output}")
 
 
 @cli.group(cls=PrhBenchGroup)
