@@ -559,6 +559,11 @@ def leaderboard() -> None:
 )
 @click.option("--metric", help="The metric the front page shows (overrides default_metric).")
 @click.option("--title", help="The site's title (overrides title).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail on a result file that cannot be read (default: leave it out with a warning).",
+)
 def leaderboard_build(
     results: tuple[str, ...],
     output: str,
@@ -566,8 +571,12 @@ def leaderboard_build(
     reference: str | None,
     metric: str | None,
     title: str | None,
+    strict: bool,
 ) -> None:
-    """Build the static site from result files or folders (default: leaderboard/results/)."""
+    """Build the static site from result files or folders (default: leaderboard/results/).
+
+    A result file that cannot be read is left out, with one warning line naming it and why.
+    """
     from .site import DEFAULT_SETTINGS, build_site, load_settings
 
     if settings_file is None and DEFAULT_SETTINGS.is_file():
@@ -575,7 +584,9 @@ def leaderboard_build(
     settings = load_settings(settings_file).override(
         reference_vision=reference, default_metric=metric, title=title
     )
-    report = build_site(results, output, settings, log=lambda m: click.echo(m, err=True))
+    report = build_site(
+        results, output, settings, log=lambda m: click.echo(m, err=True), strict=strict
+    )
     click.echo(
         f"wrote {report.output}: {len(report.pages)} pages for {', '.join(report.datasets)} "
         f"({', '.join(report.metrics)}); preview with 'prh-bench leaderboard serve {output}'"

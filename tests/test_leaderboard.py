@@ -458,6 +458,9 @@ def test_missing_template_field_fails_the_build(results_dir, tmp_path):
 def test_settings_file(tmp_path):
     path = tmp_path / "site.toml"
     path.write_text('[site]\ntitle = "My board"\nreference_vision = "*clip*"\ntemplates = "tpl"\n')
+    with pytest.raises(LeaderboardError, match=r"site\.toml, line 4: templates folder .*tpl does"):
+        load_settings(path)  # a folder that is not there is not silently ignored
+    (tmp_path / "tpl").mkdir()
     settings = load_settings(path)
     assert settings.title == "My board" and settings.reference_vision == "*clip*"
     assert settings.templates == str((tmp_path / "tpl").resolve())
