@@ -288,8 +288,9 @@ def read_downstream_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, Dow
             lines[model, metric] = line
             source = (row.get("source") or "").strip() or str(path)
             out.setdefault(model, {})[metric] = Downstream(value=value, source=source)
-    except csv.Error as exc:
-        raise DownstreamError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
+    except csv.Error as exc:  # raised before line_num counts the line it is reading
+        line = reader.line_num + 1
+        raise DownstreamError(f"{path}, line {line}: not valid CSV ({exc})") from None
     return out
 
 
