@@ -286,6 +286,7 @@ def build_site(
     """
     settings = settings or SiteSettings()
     log = log or (lambda message: None)
+    recover_site(Path(output))
     files = find_results(paths)
     skipped: dict[str, str] = {}
 
@@ -450,6 +451,15 @@ def _write_tree(output: Path, files: dict[str, bytes]) -> None:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+
+
+def recover_site(output: Path) -> None:
+    """Repair what a build of ``output`` killed mid-swap left (see ``_write_tree``), even when
+    this build fails later: the earlier site is back at ``output``, no hidden folder stays."""
+    output = output.resolve()
+    if output.parent.is_dir() and _leftovers(output):
+        with writing(output), _locked(output.parent):
+            _repair(output)
 
 
 @contextmanager
