@@ -417,8 +417,8 @@ def _write_tree(output: Path, files: dict[str, bytes]) -> None:
 
     An existing ``output`` is replaced only if it is empty or a site this module built (it holds
     the marker file), so ``-o .`` cannot delete a project. The swap is two renames (the old site
-    aside, the new one in); a build killed between them is repaired by the next one, which
-    holds a lock beside ``output`` while it writes, so every hidden sibling it finds there is a
+    aside, the new one in); a build killed between them is repaired by the next one. Builds hold
+    a lock on the parent folder while they write, so every hidden sibling one finds there is a
     leftover of an interrupted build.
     """
     output = output.resolve()
