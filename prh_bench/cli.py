@@ -474,8 +474,8 @@ def correlate(
 ) -> None:
     """Correlate language models' alignment to a vision model with their downstream scores."""
     from .correlate import correlate as correlate_run
-    from .correlate import read_downstream_csv, save_correlations, table_rows
-    from .results import read_result
+    from .correlate import save_correlations, table_rows
+    from .results import read_downstream_csv, read_result
 
     result = read_result(result_file)
     extra = read_downstream_csv(downstream) if downstream else None
@@ -551,8 +551,14 @@ def downstream_import(files: tuple[str, ...], output: str, model: str | None) ->
     """Import lm-evaluation-harness result JSON files into a downstream CSV."""
     from .correlate import import_lm_eval
 
-    count = import_lm_eval(files, output, model)
-    click.echo(f"imported {count} scores from {len(files)} file(s) into {output}")
+    imported = import_lm_eval(files, output, model)
+    if imported.undefined:
+        click.echo(
+            f"left out {len(imported.undefined)} score(s) the files give as NaN or Infinity: "
+            + ", ".join(imported.undefined),
+            err=True,
+        )
+    click.echo(f"imported {imported.count} scores from {len(files)} file(s) into {output}")
 
 
 @cli.group(cls=PrhBenchGroup)
@@ -582,6 +588,11 @@ def leaderboard() -> None:
 )
 @click.option("--metric", help="The metric the front page shows (overrides default_metric).")
 @click.option("--title", help="The site's title (overrides title).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail on a result file that cannot be read (default: leave it out with a warning).",
+)
 def leaderboard_build(
     results: tuple[str, ...],
     output: str,
@@ -589,8 +600,12 @@ def leaderboard_build(
     reference: str | None,
     metric: str | None,
     title: str | None,
+    strict: bool,
 ) -> None:
-    """Build the static site from result files or folders (default: leaderboard/results/)."""
+    """Build the static site from result files or folders (default: leaderboard/results/).
+
+    A result file that cannot be read is left out, with one warning line naming it and why.
+    """
     from .site import DEFAULT_SETTINGS, build_site, load_settings
 
     if settings_file is None and DEFAULT_SETTINGS.is_file():
@@ -598,7 +613,9 @@ def leaderboard_build(
     settings = load_settings(settings_file).override(
         reference_vision=reference, default_metric=metric, title=title
     )
-    report = build_site(results, output, settings, log=lambda m: click.echo(m, err=True))
+    report = build_site(
+        results, output, settings, log=lambda m: click.echo(m, err=True), strict=strict
+    )
     click.echo(
         f"wrote {report.output}: {len(report.pages)} pages for {', '.join(report.datasets)} "
         f"({', '.join(report.metrics)}); preview with 'prh-bench leaderboard serve {output}'"

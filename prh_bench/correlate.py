@@ -7,71 +7,43 @@ against its downstream quality (bits-per-byte, HellaSwag, GSM8K, ...).
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import io
-import json
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import PrhBenchError
-from .results import CorrelationRecord, Downstream, ModelRecord, RunResult
-from .storage import atomic_write_text
+from .inputfile import read_json
+from .results import (
+    CorrelationRecord,
+    Downstream,
+    ModelRecord,
+    RunResult,
+    read_downstream_csv,
+    save_result,
+    write_downstream_csv,
+)
 
 
 class CorrelationError(PrhBenchError):
-    """Not enough data to correlate, or a downstream file that cannot be read."""
-
-
-def read_downstream_csv(path: str | Path) -> dict[str, dict[str, Downstream]]:
-    """``model,metric,value[,source]`` rows -> {model: {metric: Downstream}}."""
-    path = Path(path)
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise CorrelationError(f"{path}: cannot read downstream file: {exc.strerror}") from None
-    out: dict[str, dict[str, Downstream]] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = {"model", "metric", "value"} - set(reader.fieldnames or [])
-        if missing:
-            raise CorrelationError(
-                f"{path}: downstream CSV needs columns model,metric,value[,source]; "
-                f"missing {', '.join(sorted(missing))}"
-            )
-        for line, row in enumerate(reader, start=2):
-            try:
-                value = float(row["value"])
-            except (TypeError, ValueError):
-                raise CorrelationError(
-                    f"{path}, line {line}: value {row['value']!r} is not a number"
-                ) from None
-            source = (row.get("source") or "").strip() or str(path)
-            out.setdefault(row["model"].strip(), {})[row["metric"].strip()] = Downstream(
-                value=value, source=source
-            )
-    return out
+    """Not enough data to correlate, or an lm-evaluation-harness file that cannot be used."""
 
 
 def read_lm_eval_json(
     path: str | Path, model: str | None = None
-) -> tuple[str, dict[str, Downstream]]:
-    """Scores from an lm-evaluation-harness results JSON: (model id, {task/metric: value})."""
+) -> tuple[str, dict[str, Downstream], list[str]]:
+    """Scores from an lm-evaluation-harness results JSON: (model id, {task/metric: value},
+    the task/metric names it reports without a finite number, which are left out)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorrelationError(
-            f"{path}: not a readable lm-evaluation-harness JSON: {exc}"
-        ) from None
+    data = read_json(path, CorrelationError, "lm-evaluation-harness JSON")
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise CorrelationError(
             f"{path}: no 'results' object; is this lm-evaluation-harness output?"
         )
-    config = data.get("config") or {}
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
     model_args = str(config.get("model_args") or "")
     found = (
         model
@@ -80,18 +52,26 @@ def read_lm_eval_json(
             (a.split("=", 1)[1] for a in model_args.split(",") if a.startswith("pretrained=")), None
         )
     )
-    if not found:
+    if not found or not isinstance(found, str):
         raise CorrelationError(f"{path}: cannot tell which model it scores; pass --model")
     scores: dict[str, Downstream] = {}
+    undefined: list[str] = []
     for task, metrics in data["results"].items():
+        if not isinstance(metrics, dict):
+            continue
         for key, value in metrics.items():
             name, _, _filter = key.partition(",")
-            if name.endswith("_stderr") or not isinstance(value, (int, float)):
+            if name.endswith("_stderr") or isinstance(value, bool):
+                continue
+            if not isinstance(value, (int, float)):
+                continue  # "N/A" and other text: not a score
+            if not math.isfinite(value):
+                undefined.append(f"{task}/{name}")
                 continue
             scores[f"{task}/{name}"] = Downstream(
                 value=float(value), source=f"lm-eval: {path.name}"
             )
-    return found, scores
+    return found, scores, undefined
 
 
 def _stat(kind: str):
@@ -113,7 +93,7 @@ def correlation(
     import numpy as np
     from scipy import stats
 
-    x_arr, y_arr = np.asarray(x, float), np.asarray(y, float)
+    x_arr, y_arr = _scaled(np.asarray(x, float)), _scaled(np.asarray(y, float))
     out: dict[str, Any] = {
         "pearson": None,
         "pearson_ci": None,
@@ -152,6 +132,31 @@ def correlation(
             random_state=np.random.default_rng(seed),
         )
     out["p_value"] = float(perm.pvalue)
+    return _undefined_as_none(out)
+
+
+def _scaled(values: Any) -> Any:
+    """``values`` times a power of two (exact) that brings the largest to about 1: Pearson's r
+    is scale-free, and huge scores would overflow its sums."""
+    import numpy as np
+
+    largest = float(np.max(np.abs(values))) if len(values) else 0.0
+    if largest == 0.0 or not math.isfinite(largest):
+        return values
+    return np.ldexp(values, -math.frexp(largest)[1])
+
+
+def _undefined_as_none(out: dict[str, Any]) -> dict[str, Any]:
+    """A statistic that came out NaN is undefined (None), and so are its interval and, for
+    Pearson, the permutation p: never a number for an undefined correlation."""
+    for kind in ("pearson", "spearman"):
+        if out[kind] is not None and not math.isfinite(out[kind]):
+            out[kind] = None
+        ci = out[f"{kind}_ci"]
+        if out[kind] is None or (ci is not None and not all(map(math.isfinite, ci))):
+            out[f"{kind}_ci"] = None
+    if out["pearson"] is None or (out["p_value"] is not None and not 0 <= out["p_value"] <= 1):
+        out["p_value"] = None
     return out
 
 
@@ -262,13 +267,13 @@ def correlate(
 
 def save_correlations(result: RunResult, path: str | Path, records: list[CorrelationRecord]):
     """Store ``records`` in the result file at ``path``, replacing the ones for the same
-    vision model and metric (the file is rewritten atomically)."""
+    vision model and metric (rewritten atomically, once the new text reads back)."""
     if not records:
         return
     done = {(r.vision_model, r.metric) for r in records}
     kept = [c for c in result.correlations if (c.vision_model, c.metric) not in done]
     result.correlations = kept + records
-    atomic_write_text(Path(path), result.model_dump_json(indent=1) + "\n")
+    save_result(result, path)
 
 
 def format_interval(ci: tuple[float, float], digits: int = 3) -> str:
@@ -277,9 +282,10 @@ def format_interval(ci: tuple[float, float], digits: int = 3) -> str:
 
 
 def format_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 3) -> str:
-    """``0.812 [0.401, 0.955]``: a statistic with its 95% interval; ``n/a`` when undefined."""
+    """``0.812 [0.401, 0.955]``: a statistic with its 95% interval; ``undefined`` when it is
+    (too few points, a constant variable)."""
     if value is None:
-        return "n/a"
+        return "undefined"
     return f"{value:.{digits}f}" + (f" {format_interval(ci, digits)}" if ci else "")
 
 
@@ -291,34 +297,35 @@ def table_rows(records: list[CorrelationRecord]) -> list[dict[str, Any]]:
             "models": r.n_models,
             "pearson r [95% CI]": format_ci(r.pearson, r.pearson_ci),
             "spearman rho [95% CI]": format_ci(r.spearman, r.spearman_ci),
-            "p (permutation)": "n/a" if r.p_value is None else f"{r.p_value:.3f}",
+            "p (permutation)": "undefined" if r.p_value is None else f"{r.p_value:.3f}",
         }
         for r in records
     ]
 
 
-def write_downstream_csv(path: str | Path, table: dict[str, dict[str, Downstream]]) -> None:
-    """Write ``model,metric,value,source`` rows (sorted), atomically; ``read_downstream_csv``
-    reads it back."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["model", "metric", "value", "source"])
-    for model_id in sorted(table):
-        for name, d in sorted(table[model_id].items()):
-            writer.writerow([model_id, name, d.value, d.source])
-    atomic_write_text(Path(path), buffer.getvalue())
+@dataclass
+class Imported:
+    """What ``import_lm_eval`` did: scores written, and those reported without a number."""
+
+    count: int
+    undefined: list[str]  # "file: task/metric" left out (NaN or Infinity in the file)
 
 
 def import_lm_eval(
     files: Iterable[str | Path], output: str | Path, model: str | None = None
-) -> int:
+) -> Imported:
     """Merge lm-evaluation-harness JSON files into the downstream CSV ``output`` (rows for the
-    same model and metric are replaced); returns how many scores were imported."""
+    same model and metric are replaced; a score the file gives as NaN is left out, and its
+    old row with it: the new evaluation has no number for it)."""
     table = read_downstream_csv(output) if Path(output).exists() else {}
-    count = 0
+    imported = Imported(0, [])
     for f in files:
-        model_id, scores = read_lm_eval_json(f, model)
-        table.setdefault(model_id, {}).update(scores)
-        count += len(scores)
-    write_downstream_csv(output, table)
-    return count
+        model_id, scores, undefined = read_lm_eval_json(f, model)
+        mine = table.setdefault(model_id, {})
+        for name in undefined:
+            mine.pop(name, None)
+        mine.update(scores)
+        imported.count += len(scores)
+        imported.undefined += [f"{Path(f).name}: {name}" for name in undefined]
+    write_downstream_csv(output, {m: scores for m, scores in table.items() if scores})
+    return imported

@@ -8,9 +8,12 @@ with one row per (model pair, metric).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import PrhBenchError
+from .inputfile import read_json, read_text
 from .storage import atomic_write_text
 
 if TYPE_CHECKING:
@@ -31,7 +35,8 @@ class ResultsError(PrhBenchError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # NaN stays NaN in the text, so the writer's read-back check names the field holding it
+    model_config = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="constants")
 
 
 class Downstream(_Strict):
@@ -151,45 +156,175 @@ def parse_result(data: Any, source: str = "<data>") -> RunResult:
             f"{source}: schema_version {data['schema_version']!r} is not supported by this "
             f"prh-bench (it reads version {SCHEMA_VERSION}); upgrade prh-bench or rerun"
         )
+    _check_numbers(data, source)
     try:
         return RunResult.model_validate(data)
     except ValidationError as exc:
         raise ResultsError(f"{source}: invalid result file: {_explain(exc)}") from None
 
 
+# Every number of a result file is finite, and every integer fits 64 bits: an undefined value
+# is null only where the schema gives null a meaning (an undefined correlation, a layer pair
+# the metric cannot score), never NaN, which JSON cannot hold and no reader agrees on.
+INT_LIMIT = 2**63
+
+
+def _bad_number(data: Any) -> tuple[tuple[Any, ...], Any] | None:
+    """(where, value) of the first non-finite float or over-long integer in a document."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(((*loc, k), v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, float) and not math.isfinite(node):
+            return loc, node
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) >= INT_LIMIT:
+            return loc, node
+    return None
+
+
+def _where(data: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """``model 'x', field bpb``: the record a location is in, by its ids, and the field."""
+    part, rest = (loc[0], loc[1:]) if loc else ("", ())
+    items = data.get(part) if isinstance(part, str) else None
+    if rest and isinstance(rest[0], int) and isinstance(items, list):
+        record = items[rest[0]] if isinstance(items[rest[0]], dict) else {}
+        names = {
+            "models": lambda r: f"model {r.get('id')!r}",
+            "scores": lambda r: (
+                f"score {r.get('model_a')!r} vs {r.get('model_b')!r} ({r.get('metric')})"
+            ),
+            "correlations": lambda r: (
+                f"correlation of {r.get('downstream')!r} with "
+                f"{r.get('metric')} alignment to {r.get('vision_model')!r}"
+            ),
+        }
+        if part in names:
+            return f"{names[part](record)}, field {'.'.join(map(str, rest[1:]))}"
+    return f"field {'.'.join(map(str, loc))}"
+
+
+def _check_numbers(data: dict[str, Any], source: str) -> None:
+    found = _bad_number(data)
+    if found is not None:
+        loc, value = found
+        what = "too large an integer" if isinstance(value, int) else "not a finite number"
+        shown = value if isinstance(value, float) else f"{str(value)[:20]}..."
+        raise ResultsError(
+            f"{source}: {_where(data, loc)} is {shown} ({what}); a result file holds only "
+            "finite numbers: fix the input that produced it, or rerun"
+        )
+
+
 def read_result(path: str | os.PathLike[str]) -> RunResult:
     """Read and validate one result file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no such result file") from None
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return parse_result(data, str(path))
+    return parse_result(read_json(path, ResultsError, "JSON"), str(path))
+
+
+def result_text(result: RunResult, path: str | os.PathLike[str]) -> str:
+    """The exact text of ``result``'s file, first parsed back through the reader's checks: the
+    tool never writes a file it cannot read (the error names ``path``, which stays as it was)."""
+    text = result.model_dump_json(indent=1) + "\n"
+    parse_result(json.loads(text), f"{path} (not written)")
+    return text
+
+
+def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
+    """Write ``result`` to exactly ``path``, atomically, once its text reads back."""
+    atomic_write_text(path, result_text(result, path))
+    return Path(path)
 
 
 def write_result(result: RunResult, output: str | os.PathLike[str]) -> Path:
     """Validate and write ``<output>/<dataset>/<run_id>.json`` atomically; return the path."""
-    RunResult.model_validate(result.model_dump())  # never write what cannot be read back
-    path = (
-        Path(output)
-        / result.dataset.id.replace("/", "_").replace(":", "_")
-        / (f"{result.run_id}.json")
-    )
-    atomic_write_text(path, result.model_dump_json(indent=1) + "\n")
-    return path
+    name = result.dataset.id.replace("/", "_").replace(":", "_")
+    return save_result(result, Path(output) / name / f"{result.run_id}.json")
+
+
+class DownstreamError(PrhBenchError):
+    """A downstream-scores CSV that cannot be read, or a row in it that cannot be used."""
+
+
+def read_downstream_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, Downstream]]:
+    """``model,metric,value[,source]`` rows -> {model: {metric: Downstream}}.
+
+    Each value is a finite number, each (model, metric) given once; a bad row is one error
+    naming the file, the line and the model.
+    """
+    path = Path(path)
+    text = read_text(path, DownstreamError)
+    out: dict[str, dict[str, Downstream]] = {}
+    lines: dict[tuple[str, str], int] = {}
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = {"model", "metric", "value"} - set(reader.fieldnames or [])
+        if missing:
+            raise DownstreamError(
+                f"{path}: downstream CSV needs columns model,metric,value[,source]; "
+                f"missing {', '.join(sorted(missing))}"
+            )
+        for row in reader:
+            line = reader.line_num
+            model, metric = (row.get("model") or "").strip(), (row.get("metric") or "").strip()
+            if not model or not metric:
+                raise DownstreamError(f"{path}, line {line}: a row needs a model and a metric")
+            where = f"{path}, line {line}, model {model!r}"
+            try:
+                value = float(row["value"])  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise DownstreamError(f"{where}: value {row['value']!r} is not a number") from None
+            if not math.isfinite(value):
+                raise DownstreamError(
+                    f"{where}: value {row['value']!r} is not a finite number; give the score, "
+                    "or leave the row out"
+                )
+            if (model, metric) in lines:
+                raise DownstreamError(
+                    f"{where}: {metric} is given twice (lines {lines[model, metric]} and "
+                    f"{line}); keep one"
+                )
+            lines[model, metric] = line
+            source = (row.get("source") or "").strip() or str(path)
+            out.setdefault(model, {})[metric] = Downstream(value=value, source=source)
+    except csv.Error as exc:  # raised before line_num counts the line it is reading
+        line = reader.line_num + 1
+        raise DownstreamError(f"{path}, line {line}: not valid CSV ({exc})") from None
+    return out
+
+
+def write_downstream_csv(
+    path: str | os.PathLike[str], table: dict[str, dict[str, Downstream]]
+) -> None:
+    """Write ``model,metric,value,source`` rows (sorted), atomically; ``read_downstream_csv``
+    reads it back. A non-finite value is refused, naming the model and metric."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "metric", "value", "source"])
+    for model_id in sorted(table):
+        for name, d in sorted(table[model_id].items()):
+            if not math.isfinite(d.value):
+                raise DownstreamError(
+                    f"{path} (not written): model {model_id!r}, {name} is {d.value} "
+                    "(not a finite number)"
+                )
+            writer.writerow([model_id, name, repr(d.value), d.source])
+    atomic_write_text(Path(path), buffer.getvalue())
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given; folders contribute every ``*.json`` below them."""
+    """Files as given; folders contribute every regular ``*.json`` file below them, except in
+    hidden folders (temporary and interrupted outputs live there)."""
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+        if not p.is_dir():
+            out.append(p)
+            continue
+        for found in sorted(p.rglob("*.json")):
+            hidden = any(part.startswith(".") for part in found.relative_to(p).parts)
+            if not hidden and found.is_file():  # a FIFO named *.json would block the reader
+                out.append(found)
     return out
 
 
@@ -219,10 +354,24 @@ class Results:
     runs: list[tuple[Path, RunResult]]
 
     @classmethod
-    def read(cls, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> Results:
+    def read(
+        cls,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        on_error: Callable[[Path, ResultsError], None] | None = None,
+    ) -> Results:
+        """Every result file of ``paths``. A file that cannot be read raises, or, given
+        ``on_error``, is reported to it and left out."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        return cls([(path, read_result(path)) for path in expand_paths(paths)])
+        runs = []
+        for path in expand_paths(paths):
+            try:
+                runs.append((path, read_result(path)))
+            except ResultsError as exc:
+                if on_error is None:
+                    raise
+                on_error(path, exc)
+        return cls(runs)
 
     def by_dataset(self) -> list[DatasetResults]:
         """One merged entry per (dataset id, N), sorted by id then N; runs merge oldest first."""

@@ -40,6 +40,7 @@ from .results import (
     PluginRecord,
     RunResult,
     ScoreRecord,
+    read_downstream_csv,
     write_result,
 )
 
@@ -255,7 +256,6 @@ def plan_run(config: RunConfig, log: Callable[[str], None]) -> RunPlan:
 
     Everything a user can get wrong fails here, before any model is loaded.
     """
-    from .correlate import read_downstream_csv
     from .registry import get_dataset, get_executor, get_metric
 
     device = _check_settings(config)

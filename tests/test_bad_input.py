@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -369,3 +370,194 @@ def test_topk_against_n_fails_before_any_model_loads(tiny, monkeypatch):
     line = one_error_line(run(tiny, "--topk", "5", "--limit", "5"))
     assert line == "Error: topk must be < N (the number of samples, 5), got topk=5"
     assert not log.exists() and not (tiny / "cache").exists()  # no model ran, nothing stored
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14 (reliability round two): result files, downstream scores and JSON input.
+# A result file never holds NaN/Infinity or an integer beyond 64 bits: refused on read and,
+# before anything is written, on the exact text the writer would write.
+
+
+def result_file(tiny):
+    assert run(tiny).exit_code == 0
+    [path] = (tiny / "out" / "tiny-shapes").glob("*.json")
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit,where",
+    [
+        (lambda d: d["models"][1].update(bpb="NaN"), "model 'tiny/words-a', field bpb is nan"),
+        (
+            lambda d: d["scores"][0].update(value="-Infinity"),
+            "score 'tiny/words-a' vs 'tiny/pixels-a' (mutual_knn), field value is -inf",
+        ),
+        (
+            lambda d: d["scores"][0]["matrix"][0].__setitem__(0, "1e999"),
+            "score 'tiny/words-a' vs 'tiny/pixels-a' (mutual_knn), field matrix.0.0 is inf",
+        ),
+        (
+            lambda d: d["dataset"].update(n=2**70),
+            "field dataset.n is 11805916207174113034... (too large an integer)",
+        ),
+    ],
+)
+def test_result_files_with_non_finite_numbers_are_refused_by_name(tiny, edit, where):
+    path = result_file(tiny)
+    data = json.loads(path.read_text())
+    edit(data)
+    # NaN, Infinity and 1e999 as a JSON writer other than prh-bench's would put them
+    text = json.dumps(data)
+    for token in ("NaN", "-Infinity", "1e999"):
+        text = text.replace(f'"{token}"', token)
+    path.write_text(text)
+    line = one_error_line(prh("check", "--baseline", str(path), str(path)))
+    assert line.startswith(f"Error: {path}: {where}")
+    assert "a result file holds only finite numbers" in line
+
+
+def test_the_writer_refuses_what_the_reader_would_refuse_and_keeps_the_old_file(tiny):
+    from prh_bench.results import ResultsError, read_result, write_result
+
+    path = result_file(tiny)
+    before = path.read_bytes()
+    result = read_result(path)
+    result.model("tiny/words-a").bpb = float("nan")
+    with pytest.raises(ResultsError) as caught:
+        write_result(result, tiny / "out")
+    assert str(caught.value).startswith(
+        f"{path} (not written): model 'tiny/words-a', field bpb is nan (not a finite number)"
+    )
+    assert path.read_bytes() == before and len(list(path.parent.iterdir())) == 1
+
+
+def test_run_with_a_nan_downstream_value_names_file_line_and_model(tiny):
+    down = tiny / "down.csv"
+    down.write_text("model,metric,value\ntiny/words-a,hellaswag,0.4\ntiny/pixels-a,hellaswag,nan\n")
+    line = one_error_line(run(tiny, "--downstream", str(down)))
+    assert line == (
+        f"Error: {down}, line 3, model 'tiny/pixels-a': value 'nan' is not a finite number; "
+        "give the score, or leave the row out"
+    )
+    assert not (tiny / "out").exists()  # refused before any model was loaded
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("model,metric,value\nm,x,inf\n", "line 2, model 'm': value 'inf' is not a finite"),
+        ("model,metric,value\nm,x,1\nm,x,2\n", "line 3, model 'm': x is given twice (lines 2 and"),
+        ("model,metric,value\n,x,1\n", "line 2: a row needs a model and a metric"),
+        ("model,metric,value\nm,x\n", "line 2, model 'm': value None is not a number"),
+        ("model,metric,value\nm,x," + "9" * 200_000 + "\n", "line 2: not valid CSV (field larger"),
+    ],
+)
+def test_downstream_csv_rows_that_cannot_be_used(tmp_path, text, message):
+    from prh_bench.results import DownstreamError, read_downstream_csv
+
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    with pytest.raises(DownstreamError, match=re.escape(message)):
+        read_downstream_csv(path)
+
+
+def test_lm_eval_nan_is_left_out_of_the_csv_with_a_warning(tmp_path, run_cli):
+    from prh_bench.results import read_downstream_csv
+
+    out = tmp_path / "down.csv"
+    out.write_text("model,metric,value,source\nm/1,hellaswag/acc,0.3,old\nm/1,arc/acc,0.2,old\n")
+    src = tmp_path / "lm.json"
+    src.write_text(
+        '{"model_name": "m/1", "results": {"hellaswag": {"acc,none": NaN}, '
+        '"arc": {"acc,none": 0.25}, "gsm8k": {"exact_match,none": Infinity}}}'
+    )
+    result = run_cli("downstream", "import", str(src), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert (
+        "left out 2 score(s) the files give as NaN or Infinity: "
+        "lm.json: hellaswag/acc, lm.json: gsm8k/exact_match\n" in result.output
+    )
+    assert "imported 1 scores from 1 file(s)" in result.output
+    assert "nan" not in out.read_text().lower()
+    table = read_downstream_csv(out)  # the file it wrote reads back
+    assert {k: d.value for k, d in table["m/1"].items()} == {"arc/acc": 0.25}  # stale row gone
+
+
+def test_correlate_with_an_undefined_correlation_keeps_the_file_readable(tiny):
+    from prh_bench.results import read_result
+
+    path = result_file(tiny)
+    down = tiny / "flat.csv"
+    data = json.loads(path.read_text())
+    language = [m["id"] for m in data["models"] if m["modality"] == "language"]
+    # three language models with one constant downstream score: r is undefined
+    for i in range(2):
+        copy = dict(data["models"][1], id=f"tiny/words-copy{i}")
+        data["models"].append(copy)
+        for s in list(data["scores"]):
+            if s["model_a"] == language[0]:
+                data["scores"].append(dict(s, model_a=copy["id"]))
+    path.write_text(json.dumps(data))
+    ids = [language[0], "tiny/words-copy0", "tiny/words-copy1"]
+    down.write_text("model,metric,value\n" + "".join(f"{m},flat,0.5\n" for m in ids))
+    out = prh("correlate", str(path), "--vision", "tiny/pixels-a", "--downstream", str(down))
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if line.startswith("| flat"))
+    assert row.count("undefined") == 3 and " 0.000" not in row  # never p = 0
+    [saved] = [c for c in read_result(path).correlations if c.downstream == "flat"]
+    assert saved.pearson is None and saved.p_value is None and saved.pearson_ci is None
+
+
+def test_huge_scores_still_correlate():
+    """Pearson's r is scale-free: scores near the float limit (whose sums overflowed to an
+    undefined r with p = 0) correlate exactly as the same scores scaled down."""
+    import math
+
+    from prh_bench.correlate import correlation
+
+    plain = [0.3, -0.2, 0.9, 0.1]
+    huge = correlation([1, 2, 3, 4], [math.ldexp(v, 1020) for v in plain], resamples=100)
+    assert huge == correlation([1, 2, 3, 4], plain, resamples=100)
+    assert huge["pearson"] is not None and 0 < huge["p_value"] <= 1
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"schema_version": 1, "run_id": "\xff\xfe"}', "not UTF-8 text (byte 33)"),
+        (DEEP, "not valid JSON (nested deeper than 64 levels)"),
+        (b"[" * 80 + b"]" * 80, "not valid JSON (nested deeper than 64 levels)"),
+        (b'{"n": ' + b"7" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+    ],
+    ids=["non-utf8", "deep", "deeper-than-64", "long-int"],
+)
+@pytest.mark.parametrize("command", ["check", "correlate", "leaderboard", "downstream"])
+def test_hostile_json_is_one_line_for_every_reader(tiny, command, content, message):
+    bad = tiny / "bad.json"
+    bad.write_bytes(content)
+    args = {
+        "check": ["check", "--baseline", str(bad), str(bad)],
+        "correlate": ["correlate", str(bad), "--vision", "x"],
+        "leaderboard": ["leaderboard", "build", str(bad), "-o", str(tiny / "site")],
+        "downstream": ["downstream", "import", str(bad), "-o", str(tiny / "d.csv")],
+    }[command]
+    line = one_error_line(prh(*args))
+    if command == "downstream":  # names the format it expected
+        message = message.replace("valid JSON", "valid lm-evaluation-harness JSON")
+    assert f"{bad}: {message}" in line
+
+
+def test_a_fifo_is_refused_without_blocking(tiny):
+    import os
+
+    fifo = tiny / "pipe.json"
+    os.mkfifo(fifo)
+    line = one_error_line(prh("check", "--baseline", str(fifo), str(fifo)))
+    assert line == f"Error: {fifo}: not a regular file (a folder, FIFO or device); name a file"
+    down = tiny / "pipe.csv"
+    os.mkfifo(down)
+    line = one_error_line(prh("correlate", str(fifo), "--vision", "x", "--downstream", str(down)))
+    assert "not a regular file" in line

@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 
 from prh_bench.check import CheckError, compare_runs
-from prh_bench.correlate import CorrelationError, correlate, correlation, read_downstream_csv
-from prh_bench.results import read_result
+from prh_bench.correlate import CorrelationError, correlate, correlation
+from prh_bench.results import DownstreamError, read_downstream_csv, read_result
 from prh_bench.runner import RunConfig, run
 
 import runner_plugin
@@ -139,10 +139,10 @@ def test_correlate_refuses_an_ambiguous_vision_model(result_file):
 def test_downstream_csv_errors(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("model,score\nx,1\n")
-    with pytest.raises(CorrelationError, match="missing metric, value"):
+    with pytest.raises(DownstreamError, match="missing metric, value"):
         read_downstream_csv(bad)
     bad.write_text("model,metric,value\nx,hellaswag,high\n")
-    with pytest.raises(CorrelationError, match="line 2: value 'high' is not a number"):
+    with pytest.raises(DownstreamError, match="line 2, model 'x': value 'high' is not a number"):
         read_downstream_csv(bad)
 
 
@@ -230,8 +230,7 @@ def test_saved_correlations_replace_their_own_and_the_site_shows_them(
 
 
 def test_downstream_csv_round_trips(tmp_path):
-    from prh_bench.correlate import write_downstream_csv
-    from prh_bench.results import Downstream
+    from prh_bench.results import Downstream, write_downstream_csv
 
     table = {"m/1": {"hellaswag": Downstream(value=0.25, source="paper, table 2")}}
     write_downstream_csv(tmp_path / "d.csv", table)
@@ -242,5 +241,5 @@ def test_format_ci_is_shared():
     from prh_bench.correlate import format_ci, format_interval
 
     assert format_ci(0.81234, (0.4, 0.95567)) == "0.812 [0.400, 0.956]"
-    assert format_ci(0.5, None, 2) == "0.50" and format_ci(None, (0, 1)) == "n/a"
+    assert format_ci(0.5, None, 2) == "0.50" and format_ci(None, (0, 1)) == "undefined"
     assert format_interval((0.1, 0.2), 2) == "[0.10, 0.20]"

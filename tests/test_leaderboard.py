@@ -458,6 +458,9 @@ def test_missing_template_field_fails_the_build(results_dir, tmp_path):
 def test_settings_file(tmp_path):
     path = tmp_path / "site.toml"
     path.write_text('[site]\ntitle = "My board"\nreference_vision = "*clip*"\ntemplates = "tpl"\n')
+    with pytest.raises(LeaderboardError, match=r"site\.toml, line 4: templates folder .*tpl does"):
+        load_settings(path)  # a folder that is not there is not silently ignored
+    (tmp_path / "tpl").mkdir()
     settings = load_settings(path)
     assert settings.title == "My board" and settings.reference_vision == "*clip*"
     assert settings.templates == str((tmp_path / "tpl").resolve())
@@ -604,3 +607,98 @@ def test_results_collection_merges_runs_and_selects(tmp_path):
     assert len(picked) == 3 * len(old.scores) // 2 and {s.metric for _, _, s in picked} == {"cka"}
     assert list(results.select(dataset="nope")) == []
     assert len(results.frame()) == 3 * len(old.scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14 (reliability round two): every value the reader accepts builds; one bad file does
+# not stop the build; what the scan must not read.
+
+
+def test_huge_scores_and_very_long_ids_build(tmp_path):
+    from prh_bench.site.figures import LABEL_CHARS
+
+    long_id = "org/" + "m" * 5000
+    result = make_result()
+    for s in result.scores:
+        if s.model_a == "bigscience/bloomz-560m":
+            s.model_a = long_id
+    next(m for m in result.models if m.id == "bigscience/bloomz-560m").id = long_id
+    for i, s in enumerate(result.scores):  # the float range's ends, and the smallest number
+        s.value = [1.7e308, -1.7e308, 5e-324][i % 3]
+        if s.null:
+            s.null.mean = 1.7e308
+    result.models[4].bpb = 1.7e308
+    write_result(result, tmp_path / "r")
+    build_site([tmp_path / "r"], tmp_path / "s", FAST)
+    page = read(tmp_path / "s", "index.html")
+    assert long_id in page  # the pages show the id whole
+    heatmaps = list((tmp_path / "s" / "figures").glob("heatmap-*.svg"))
+    assert heatmaps and all(long_id not in p.read_text() for p in heatmaps)  # figures cut it
+    assert "m" * (LABEL_CHARS - 6) + "…" in heatmaps[0].read_text()
+    data = json.loads(read(tmp_path / "s", "data/leaderboard.json"))  # standard JSON: no Infinity
+    assert data["scores"] and "Infinity" not in read(tmp_path / "s", "data/leaderboard.json")
+
+
+def test_a_bad_result_file_is_left_out_with_one_warning_or_fails_with_strict(
+    results_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    Path("fast.toml").write_text("bootstrap_resamples = 200\n")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in results_dir.rglob("*.json"):
+        (mixed / f.name).write_bytes(f.read_bytes())
+    (mixed / "torn.json").write_text('{"schema_version": 1, "run_id": ')
+    (mixed / "nan.json").write_text(
+        (mixed / next(results_dir.rglob("*.json")).name).read_text().replace("0.85", "NaN")
+    )
+    args = ["leaderboard", "build", str(mixed), "-o", "out", "--settings", "fast.toml"]
+    result = CliRunnerNoCatch.invoke(*args)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: left out {mixed / 'nan.json'}: model 'bigscience/bloomz-7b1', field bpb is "
+        "nan (not a finite number); a result file holds only finite numbers: fix the input "
+        "that produced it, or rerun",
+        f"warning: left out {mixed / 'torn.json'}: not valid JSON (line 1: Expecting value)",
+    ]
+    assert "from 1 result file(s)" in result.output and "wrote out: 16 pages" in result.output
+    strict = CliRunnerNoCatch.invoke(*args, "--strict")
+    assert strict.exit_code == 1 and strict.output.count("Error: ") == 1
+    assert "nan.json: model 'bigscience/bloomz-7b1', field bpb is nan" in strict.output
+    assert "(--strict: no build with a bad result file)" in strict.output
+
+
+def test_a_site_built_inside_the_results_folder_is_not_read_as_results(results_dir, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for f in results_dir.rglob("*.json"):
+        (results / f.name).write_bytes(f.read_bytes())
+    first = build_site([results], results / "site", FAST)
+    second = build_site([results], results / "site", FAST)  # the site's copies are not runs
+    assert first.pages == second.pages and second.skipped == []
+    assert read(results / "site", "index.html").count("bigscience/bloomz-7b1") > 0
+
+
+def test_a_fifo_among_the_results_does_not_hang_the_build(results_dir, tmp_path):
+    import os
+    import subprocess
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for f in results_dir.rglob("*.json"):
+        (results / f.name).write_bytes(f.read_bytes())
+    os.mkfifo(results / "pipe.json")
+    code = (
+        "import sys; from prh_bench.site import SiteSettings, build_site;"
+        "r = build_site([sys.argv[1]], sys.argv[2], SiteSettings(bootstrap_resamples=200));"
+        "print(len(r.pages), r.skipped)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(results), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a FIFO opened for reading would block forever
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[1:] == ["[]"]  # not even a warning: it is not a result file

@@ -6,6 +6,7 @@ Each test drives the real `prh-bench run` in a subprocess on tiny real models
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -228,3 +229,113 @@ def test_ctrl_c_says_interrupted_exits_130_and_the_rerun_resumes(env, tmp_path):
     log = tmp_path / "rerun.log"
     finish(run_args(cache, tmp_path / "out"), env, TINY_LOG=str(log))
     assert encoded(log) == Counter({"pixels-1": N - rows, "words-1": N})
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14 (reliability round two): the leaderboard site is swapped into place so that a kill,
+# a full disk or a read-only folder never leaves less than the previous site.
+
+SITE_KILLED_MID_SWAP = """
+import os, sys, time
+real_replace = os.replace
+
+def replace(src, dst):
+    real_replace(src, dst)
+    if ".old-" in os.path.basename(str(dst)):  # the old site is aside, the new one not in
+        print("SWAPPING", flush=True)
+        time.sleep(60)
+
+os.replace = replace
+from prh_bench.site import SiteSettings, build_site
+build_site([sys.argv[1]], sys.argv[2], SiteSettings(bootstrap_resamples=200))
+"""
+
+
+@pytest.fixture
+def built_site(tmp_path):
+    from test_leaderboard import make_result
+
+    from prh_bench.results import write_result
+    from prh_bench.site import SiteSettings, build_site
+
+    results = tmp_path / "results"
+    write_result(make_result(), results)
+    site = tmp_path / "public" / "site"
+    build_site([results], site, SiteSettings(bootstrap_resamples=200))
+    return results, site
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_sigkill_between_the_site_swap_renames_is_repaired_by_the_next_build(built_site):
+    from prh_bench.site import LeaderboardError, SiteSettings, build_site
+
+    results, site = built_site
+    before = (site / "index.html").read_bytes()
+    victim = subprocess.Popen(
+        [sys.executable, "-c", SITE_KILLED_MID_SWAP, str(results), str(site)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert victim.stdout.readline().strip() == "SWAPPING", victim.stderr.read()[-2000:]
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    assert not site.exists()  # killed between the renames: nothing at -o ...
+    left = hidden(site.parent)
+    assert [n.split("-")[0] for n in left] == [".site.new", ".site.old"]  # ... both kept aside
+
+    # the next build puts the earlier site back first, even one that then fails
+    with pytest.raises(LeaderboardError, match="metric 'nope' has no scores"):
+        build_site([results], site, SiteSettings(bootstrap_resamples=200, default_metric="nope"))
+    assert (site / "index.html").read_bytes() == before and hidden(site.parent) == []
+    build_site([results], site, SiteSettings(bootstrap_resamples=200))
+    assert (site / "index.html").read_bytes() == before and hidden(site.parent) == []
+
+
+@pytest.mark.parametrize(
+    "failure,message",
+    [
+        (errno.ENOSPC, "no space left on the device while writing {site}"),
+        (errno.EROFS, "permission denied writing {site}"),
+    ],
+)
+def test_full_disk_or_read_only_folder_while_building_keeps_the_site(
+    built_site, monkeypatch, failure, message
+):
+    import prh_bench.site.build as build
+
+    results, site = built_site
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    real_write = Path.write_bytes
+    written = []
+
+    def write_bytes(self, data):
+        if ".site.new-" in str(self):
+            written.append(self)
+            if failure == errno.EROFS or len(written) > 5:  # the disk fills mid-build
+                raise OSError(failure, os.strerror(failure), str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(build.Path, "write_bytes", write_bytes)
+    monkeypatch.chdir(site.parent)  # no leaderboard/site.toml here
+    Path("fast.toml").write_text("bootstrap_resamples = 200\n")
+    args = ["leaderboard", "build", str(results), "-o", str(site), "--settings", "fast.toml"]
+    result = run_cli_no_catch(args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("Error: ")]
+    assert line.startswith("Error: " + message.format(site=site.resolve()))
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+    assert hidden(site.parent) == []  # the half-written new site is gone
+
+
+def run_cli_no_catch(args):
+    from click.testing import CliRunner
+
+    from prh_bench.cli import cli
+
+    return CliRunner().invoke(cli, args)

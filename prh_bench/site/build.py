@@ -13,8 +13,9 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,8 @@ from urllib.parse import urlsplit
 
 from ..correlate import format_interval, is_control
 from ..provenance import git_commit
-from ..results import Results, expand_paths
-from ..storage import slug
+from ..results import Results, ResultsError, expand_paths
+from ..storage import slug, writing
 from .figures import draw_heatmap, draw_scatter
 from .model import (
     Board,
@@ -92,6 +93,8 @@ def make_environment(
     from ..plugins import call_hook
 
     loaders: list[jinja2.BaseLoader] = []
+    if templates is not None and not Path(templates).is_dir():
+        raise LeaderboardError(f"templates folder {templates} does not exist")
     if templates:
         loaders.append(jinja2.FileSystemLoader(str(templates)))
     loaders.append(jinja2.PackageLoader("prh_bench.site", "templates"))
@@ -235,14 +238,17 @@ class BuildReport:
     files: int
     datasets: list[str]
     metrics: list[str]
+    skipped: list[str] = field(default_factory=list)  # result files left out (unreadable)
 
 
 def find_results(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The result files of ``paths`` (default: leaderboard/results/). Folders are scanned
+    without the sites built inside them: a site's copies of the runs are not more runs."""
     given = [Path(p) for p in paths] or [DEFAULT_RESULTS]
     for p in given:
         if not p.exists():
             raise LeaderboardError(f"{p}: no such file or folder of results")
-    found = expand_paths(given)
+    found = [f for f in expand_paths(given) if f in given or not _in_a_site(f, given)]
     if not found:
         where = ", ".join(str(p) for p in given)
         raise LeaderboardError(
@@ -252,17 +258,48 @@ def find_results(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return found
 
 
+def _in_a_site(path: Path, roots: list[Path]) -> bool:
+    """Whether a folder between ``path`` and the root it was found under is a built site."""
+    for root in roots:
+        if root.is_dir() and path.is_relative_to(root):
+            folder = path.parent
+            while folder != root and folder.is_relative_to(root):
+                if (folder / SITE_MARKER).exists():
+                    return True
+                folder = folder.parent
+            return (root / SITE_MARKER).exists()
+    return False
+
+
 def build_site(
     paths: Iterable[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     settings: SiteSettings | None = None,
     log: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> BuildReport:
-    """Build the static site from result files/folders into ``output`` (replaced atomically)."""
+    """Build the static site from result files/folders into ``output`` (replaced atomically).
+
+    A result file that cannot be read is left out with one line in ``log`` naming it and why;
+    with ``strict`` it fails the build instead.
+    """
     settings = settings or SiteSettings()
     log = log or (lambda message: None)
+    recover_site(Path(output))
     files = find_results(paths)
-    results = Results.read(files)
+    skipped: dict[str, str] = {}
+
+    def skip(path: Path, error: ResultsError) -> None:
+        if strict:
+            raise LeaderboardError(f"{error} (--strict: no build with a bad result file)")
+        skipped[str(path)] = str(error)
+        log(f"warning: left out {error}")
+
+    results = Results.read(files, on_error=skip)
+    if not results.runs:
+        first = next(iter(skipped.values()))
+        more = f" (and {len(skipped) - 1} more unreadable files)" if len(skipped) > 1 else ""
+        raise LeaderboardError(f"no result file can be read: {first}{more}")
     datasets = make_datasets(results)
     if not any(ds.metrics for ds in datasets):
         raise LeaderboardError("the result files hold no scores; nothing to show")
@@ -346,13 +383,14 @@ def build_site(
     out[".nojekyll"] = b""  # GitHub Pages: serve files as they are
     _write_tree(Path(output), out)
     pages = sorted(p for p in out if p.endswith(".html"))
-    log(f"built {len(pages)} pages ({len(out)} files) from {len(files)} result file(s)")
+    log(f"built {len(pages)} pages ({len(out)} files) from {len(results.runs)} result file(s)")
     return BuildReport(
         output=Path(output),
         pages=pages,
         files=len(out),
         datasets=[d.label for d in datasets],
         metrics=sorted({m.key for d in datasets for m in d.metrics.values()}),
+        skipped=list(skipped),
     )
 
 
@@ -377,7 +415,10 @@ def _write_tree(output: Path, files: dict[str, bytes]) -> None:
     """Write every file into a fresh folder beside ``output``, then swap it into place.
 
     An existing ``output`` is replaced only if it is empty or a site this module built (it holds
-    the marker file), so ``-o .`` cannot delete a project.
+    the marker file), so ``-o .`` cannot delete a project. The swap is two renames (the old site
+    aside, the new one in); a build killed between them is repaired by the next one. Builds hold
+    a lock on the parent folder while they write, so every hidden sibling one finds there is a
+    leftover of an interrupted build.
     """
     output = output.resolve()
     if output.exists():
@@ -388,21 +429,77 @@ def _write_tree(output: Path, files: dict[str, bytes]) -> None:
                 f"{output}: not empty and not a site built by prh-bench; choose another "
                 "--output folder or empty it"
             )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(output.parent):
+            _repair(output)
+            tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.new-"))
+            try:
+                for rel, data in files.items():
+                    target = tmp / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                os.chmod(tmp, 0o755)
+                old = None
+                if output.exists():
+                    old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
+                    os.replace(output, old)  # (an empty folder is replaced by a rename)
+                os.replace(tmp, output)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+
+def recover_site(output: Path) -> None:
+    """Repair what a build of ``output`` killed mid-swap left (see ``_write_tree``), even when
+    this build fails later: the earlier site is back at ``output``, no hidden folder stays."""
+    output = output.resolve()
+    if output.parent.is_dir() and _leftovers(output):
+        with writing(output), _locked(output.parent):
+            _repair(output)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` itself (flock on its descriptor: no lock file is left
+    behind); where there is no flock (Windows), builds into one folder must not overlap."""
     try:
-        for rel, data in files.items():
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        os.chmod(tmp, 0o755)
-        old = None
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-        os.replace(tmp, output)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _leftovers(output: Path) -> list[Path]:
+    """Hidden siblings an interrupted build of ``output`` left: ``.NAME.new-*``,
+    ``.NAME.old-*``, and the ``.NAME.*.tmp`` of earlier versions."""
+    prefix = f".{output.name}."
+    return sorted(
+        p
+        for p in output.parent.iterdir()
+        if p.name.startswith(prefix)
+        and p.is_dir()
+        and (p.name[len(prefix) :].startswith(("new-", "old-")) or p.name.endswith(".tmp"))
+    )
+
+
+def _repair(output: Path) -> None:
+    """Undo an interrupted swap (the lock is held): put back the complete earlier site where none
+    is at ``output``, and remove the rest."""
+    leftovers = _leftovers(output)
+    if not output.exists():
+        old = [p for p in leftovers if p.name.startswith(f".{output.name}.old-")]
+        previous = [p for p in old if (p / SITE_MARKER).exists()]
+        if previous:
+            os.replace(previous[-1], output)
+            leftovers.remove(previous[-1])
+    for p in leftovers:
+        shutil.rmtree(p)

@@ -6,6 +6,7 @@ Scores are oriented language -> vision where a pair is cross-modal, so a board r
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,7 +147,18 @@ def control_for(ds: Dataset, model: ModelRecord) -> ModelRecord | None:
 
 
 def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    # huge scores overflow the sum; dividing first keeps the mean finite
+    return mean if math.isfinite(mean) else sum(v / len(values) for v in values)
+
+
+def heat_bin(x: float, lo: float, hi: float) -> int:
+    """The colour bin 0..9 of ``x`` in [lo, hi] (halved first: hi - lo may overflow)."""
+    if not hi > lo:
+        return 5
+    return max(0, min(9, int(10 * ((x / 2 - lo / 2) / (hi / 2 - lo / 2)))))
 
 
 @dataclass
@@ -289,13 +301,7 @@ def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
     ]
     present = [x for row in matrix for x in row if x is not None]
     lo, hi = (min(present), max(present)) if present else (0.0, 1.0)
-    heat = [
-        [
-            None if x is None else min(9, int(10 * (x - lo) / (hi - lo))) if hi > lo else 5
-            for x in row
-        ]
-        for row in matrix
-    ]
+    heat = [[None if x is None else heat_bin(x, lo, hi) for x in row] for row in matrix]
     return Board(
         dataset=ds,
         metric=metric,

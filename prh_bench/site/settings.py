@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import check_types, read_toml
+from ..config import check_types, key_line, read_toml
 from ..errors import PrhBenchError
 
 DEFAULT_RESULTS = Path("leaderboard") / "results"
@@ -49,8 +49,15 @@ def load_settings(path: str | os.PathLike[str] | None) -> SiteSettings:
     }
     check_types(data, expected, path, text, LeaderboardError)
     settings = SiteSettings(**data)
-    if settings.templates:
-        settings.templates = str((path.parent / settings.templates).resolve())
+    if settings.templates is not None:
+        folder = (path.parent / settings.templates).resolve()
+        if not folder.is_dir():
+            line = key_line(text, "templates")
+            raise LeaderboardError(
+                f"{path}{f', line {line}' if line else ''}: templates folder {folder} does not "
+                "exist; create it or remove the key"
+            )
+        settings.templates = str(folder)
     if settings.bootstrap_resamples < 100:
         raise LeaderboardError(f"{path}: bootstrap_resamples must be >= 100")
     return settings
