@@ -252,8 +252,11 @@ build_site([sys.argv[1]], sys.argv[2], SiteSettings(bootstrap_resamples=200))
 
 
 @pytest.fixture
-def built_site(tmp_path):
+def built_site(tmp_path, monkeypatch):
     from test_leaderboard import make_result
+
+    # a fixed build date, so that pages built a minute apart compare equal byte for byte
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
 
     from prh_bench.results import write_result
     from prh_bench.site import SiteSettings, build_site
