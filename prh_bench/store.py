@@ -102,7 +102,12 @@ class FeatureKey:
     decode_version: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        # an empty decode_version is left out, so language keys (and files) stay as they were
+        return {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__
+            if k != "decode_version" or self.decode_version
+        }
 
     @property
     def digest(self) -> str:

@@ -24,7 +24,7 @@ from prh_bench.images import DECODE_VERSION
 from prh_bench.registry import get_dataset, get_model
 from prh_bench.results import read_result
 from prh_bench.runner import RunConfig, run
-from prh_bench.store import feature_key
+from prh_bench.store import FeatureKey, feature_key
 from prh_bench.worker import run_unit
 from prh_bench_plugins.hf_language import HFLanguageAdapter
 
@@ -200,3 +200,10 @@ def test_check_on_a_version_1_baseline_says_fingerprints_are_unavailable(tiny, r
     notes = [line for line in result.output.splitlines() if "fingerprints" in line]
     assert len(notes) == 1 and "unavailable" in notes[0] and "tiny/pixels-a" in notes[0]
     assert "precision profile is none (version 1)" in result.output
+
+
+def test_a_language_key_is_the_same_without_a_decoder(tiny):
+    """Language models never decode images: their keys, and so their files, stay as they were."""
+    key = feature_key(get_model("tiny/words-a"), get_dataset("tiny-shapes"), "float32")
+    assert "decode_version" not in key.as_dict()
+    assert FeatureKey(**key.as_dict()) == key
