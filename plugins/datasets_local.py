@@ -106,6 +106,9 @@ class LocalFolderDataset(Dataset):
     """One folder of images plus its captions file."""
 
     def __init__(self, folder: Path, skip_bad: bool = False) -> None:
+        # one identity however the path is spelt (relative, "..", a trailing slash, a symlink):
+        # the id is part of every feature key; the content hash covers only names and bytes
+        folder = folder.resolve()
         self.folder = folder
         self.captions_path = next(
             (folder / n for n in CAPTION_FILES if (folder / n).is_file()), folder / "?"

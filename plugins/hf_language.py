@@ -335,10 +335,18 @@ class HFLanguageAdapter(ModelAdapter):
     def preprocessing(self) -> str:
         side = "left" if self.causal else "right"
         truncate = self.max_length if self.max_length is not None else "none"
+        # per-batch padding moves features by rounding with the batch's longest caption,
+        # so the batch size is part of the key there; global padding makes it irrelevant
+        padding = self.padding if self.padding == "global" else f"batch@{self.batch_size}"
         return (
-            f"tokenizer;pad={side}-{self.padding};truncate={truncate};"
+            f"tokenizer;pad={side}-{padding};truncate={truncate};"
             f"pool_dtype={self.pool_dtype};caption=text[0]"
         )
+
+    def for_precision(self, profile: str) -> ModelAdapter:
+        """``"reference"`` pools in the model dtype (bf16 on GPUs), as the reference does."""
+        super().for_precision(profile)
+        return self.with_options(pool_dtype="model") if profile == "reference" else self
 
     def with_options(self, **options: Any) -> ModelAdapter:
         """Also ``padding``, ``max_length`` and ``pool_dtype`` (see the class docstring)."""

@@ -255,3 +255,56 @@ def _state_n(state: Any) -> int:
         if isinstance(value, torch.Tensor):
             return value.shape[0]
     raise InvalidInputError("cannot tell N from the prepared state; pass layers_b")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+#: how many samples a fingerprint follows, and how many neighbours of each
+FINGERPRINT_SAMPLES = 16
+FINGERPRINT_K = 10
+
+
+def feature_fingerprint(
+    layers: list[torch.Tensor], samples: int = FINGERPRINT_SAMPLES, k: int = FINGERPRINT_K
+) -> dict[str, Any]:
+    """Per layer, the k nearest samples (cosine) of a fixed, evenly spaced subset of samples.
+
+    Enough to tell whether a later run's features of the same model on the same data moved:
+    the similarities are taken in float64, so rounding of another GEMM shape or device does
+    not reorder neighbours. Returns ``{"samples", "k", "layers"}`` (results.Fingerprint).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = int(layers[0].shape[0])
+    k = max(1, min(k, n - 1))
+    count = min(samples, n)
+    picks = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+    rows = torch.tensor(picks)
+    encoded = []
+    for layer in layers:
+        x = F.normalize(layer.detach().to("cpu", torch.float64), dim=1)
+        sim = x[rows] @ x.T
+        sim[torch.arange(len(picks)), rows] = float("-inf")  # a sample is not its own neighbour
+        found = sim.topk(k, dim=1).indices.sort(dim=1).values
+        encoded.append(";".join(" ".join(map(str, r)) for r in found.tolist()))
+    return {"samples": picks, "k": k, "layers": encoded}
+
+
+def fingerprint_drift(a: dict[str, Any], b: dict[str, Any]) -> list[float] | None:
+    """Per layer, the fraction of the subset's neighbours that changed from ``a`` to ``b``.
+
+    0 means the same kNN lists, 1 none in common. None when the fingerprints follow other
+    samples or another k, or have another number of layers (they cannot be compared layer
+    by layer).
+    """
+    if (a["samples"], a["k"], len(a["layers"])) != (b["samples"], b["k"], len(b["layers"])):
+        return None
+    moved = []
+    for la, lb in zip(a["layers"], b["layers"], strict=True):
+        lists_a, lists_b = la.split(";"), lb.split(";")
+        common = sum(
+            len(set(x.split()) & set(y.split())) for x, y in zip(lists_a, lists_b, strict=True)
+        )
+        moved.append(1 - common / (a["k"] * len(lists_a)))
+    return moved

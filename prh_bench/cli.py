@@ -395,6 +395,13 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
     "without --shard once every shard is done.",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["exact", "reference"]),
+    help="exact: float32 pooling, exact quantile, float32 Gram (the reference's --precise); "
+    "reference: model-dtype pooling, approximate quantile, TF32 Gram on CUDA (the reference's "
+    "default GPU run). See docs/metrics.md. [default: exact]",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -519,6 +526,10 @@ def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) 
     from .results import read_result
 
     report = compare_runs(read_result(baseline), read_result(new_file), tolerance)
+    for drift in report.drifts:  # features first: they explain the scores below
+        click.echo(f"FEATURES MOVED: {drift.line()}", err=True)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(_table(report.rows(), "Nothing to compare."))
     if markdown:
         report.write_markdown(markdown)
@@ -526,7 +537,8 @@ def check(new_file: str, baseline: str, tolerance: float, markdown: str | None) 
         click.echo(f"\nOK: {len(report.changes)} scores within {tolerance}.")
         return
     click.echo(
-        f"\nFAILED: {len(report.failed)} scores changed by more than {tolerance} or are missing.",
+        f"\nFAILED: {len(report.drifts)} models' features moved; {len(report.failed)} scores "
+        f"changed by more than {tolerance} or are missing.",
         err=True,
     )
     sys.exit(1)

@@ -66,6 +66,13 @@ class Dataset:
         return [s.text for s in self]
 
 
+def first_n_hash(full_hash: str, n: int) -> str:
+    """The content hash of a dataset's first ``n`` samples (``n`` below its length)."""
+    import hashlib
+
+    return hashlib.sha256(f"{full_hash}:{n}".encode()).hexdigest()
+
+
 def validate_dataset(obj: Any) -> None:
     if not isinstance(obj, Dataset):
         raise TypeError(f"register_datasets expects Dataset instances, got {obj!r}")

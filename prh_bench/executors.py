@@ -39,6 +39,7 @@ class ExtractionUnit:
     device: str | None = None
     batch_size: int | None = None
     limit: int | None = None
+    precision: str = "exact"  # the run's precision profile (models.PRECISIONS)
     # (registered name, module, sys.path root) of in-process plugins the worker must load too
     plugins: tuple[tuple[str, str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -53,6 +54,7 @@ class ExtractionUnit:
             "dataset_hash": self.dataset_hash,
             "batch_size": self.batch_size,
             "limit": self.limit,
+            "precision": self.precision,
         }
         blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

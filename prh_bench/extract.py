@@ -8,7 +8,6 @@ and writes the finished file. Keys, paths and file formats are ``prh_bench.store
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .datasets import first_n_hash
 from .errors import InvalidInputError, ModelError, PrhBenchError
 from .storage import writing
 from .store import (
@@ -373,7 +373,7 @@ class _Prefix:
     def content_hash(self) -> str:
         if self.limit == len(self.base):
             return self.base.content_hash
-        return hashlib.sha256(f"{self.base.content_hash}:{self.limit}".encode()).hexdigest()
+        return first_n_hash(self.base.content_hash, self.limit)
 
     def captions(self) -> list[str]:
         return self.base.captions()[: self.limit]

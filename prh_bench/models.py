@@ -75,6 +75,11 @@ class LoadedModel:
         """Free the weights (and GPU memory)."""
 
 
+#: a run's precision profiles: "exact" (float32 throughout; the reference's ``--precise``)
+#: and "reference" (the reference's default GPU run); see docs/metrics.md
+PRECISIONS = ("exact", "reference")
+
+
 class ModelAdapter:
     """Base class of every model adapter."""
 
@@ -108,6 +113,19 @@ class ModelAdapter:
     def preprocessing(self) -> str:
         """A stable description of the input preprocessing (part of the feature-cache key)."""
         return ""
+
+    def for_precision(self, profile: str) -> ModelAdapter:
+        """This adapter under a run's precision profile (``PRECISIONS``).
+
+        ``"exact"`` changes nothing. ``"reference"`` asks for the reference's GPU numerics:
+        an adapter that pools or stores in float32 by default (e.g. a language model in bf16)
+        returns a copy that pools and stores in the model dtype; others return themselves.
+        """
+        if profile not in PRECISIONS:
+            raise InvalidInputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {profile!r}"
+            )
+        return self
 
     def weights_revision(self) -> str:
         """What identifies the weights: a hub revision, a package version or a file hash."""

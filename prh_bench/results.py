@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .datasets import first_n_hash
 from .errors import PrhBenchError
 from .inputfile import read_json, read_text
 from .storage import atomic_write_text
@@ -27,7 +28,9 @@ from .storage import atomic_write_text
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: older versions this prh-bench still reads (their new fields empty; see upgrade_v1)
+READABLE_VERSIONS = (1, 2)
 
 
 class ResultsError(PrhBenchError):
@@ -51,10 +54,26 @@ class PluginRecord(_Strict):
 
 
 class DatasetRecord(_Strict):
+    """The data scored: its samples' hash and count, and the full dataset they come from."""
+
     id: str
     revision: str
-    content_hash: str
+    content_hash: str  # of the samples scored (the first n with --limit)
     n: int = Field(ge=1)
+    full_content_hash: str | None = None  # the whole dataset's (None: unknown, version 1)
+    full_n: int | None = Field(default=None, ge=1)
+
+
+class Fingerprint(_Strict):
+    """A model's features in brief: per layer, the kNN lists of a fixed subset of samples.
+
+    ``layers[l]`` holds one list per sample in ``samples``, separated by ";", each the
+    indices (space-separated, ascending) of that sample's ``k`` nearest samples by cosine.
+    """
+
+    samples: list[int]
+    k: int = Field(ge=1)
+    layers: list[str]
 
 
 class ModelRecord(_Strict):
@@ -68,6 +87,7 @@ class ModelRecord(_Strict):
     bpb: float | None = None
     downstream: dict[str, Downstream] = {}
     feature_file: str | None = None
+    fingerprint: Fingerprint | None = None  # None in version-1 files
 
 
 class NullRecord(_Strict):
@@ -118,7 +138,7 @@ class Failure(_Strict):
 
 
 class RunResult(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     run_id: str
     created: str
     prh_bench_version: str
@@ -126,6 +146,9 @@ class RunResult(_Strict):
     environment: dict[str, Any]
     plugins: list[PluginRecord]
     config: dict[str, Any]
+    # exact | reference (docs/metrics.md); None: a version-1 file, scored before profiles
+    # existed (approximate quantile, float32 Gram)
+    precision: Literal["exact", "reference"] | None = None
     dataset: DatasetRecord
     models: list[ModelRecord]
     scores: list[ScoreRecord]
@@ -151,12 +174,15 @@ def parse_result(data: Any, source: str = "<data>") -> RunResult:
         raise ResultsError(f"{source}: not a prh-bench result (a JSON object was expected)")
     if "schema_version" not in data or "run_id" not in data:
         raise ResultsError(f"{source}: not a prh-bench result file (no schema_version/run_id)")
-    if data["schema_version"] != SCHEMA_VERSION:
+    if data["schema_version"] not in READABLE_VERSIONS:
         raise ResultsError(
             f"{source}: schema_version {data['schema_version']!r} is not supported by this "
-            f"prh-bench (it reads version {SCHEMA_VERSION}); upgrade prh-bench or rerun"
+            f"prh-bench (it reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "upgrade prh-bench or rerun"
         )
     _check_numbers(data, source)
+    if data["schema_version"] == 1:
+        data = upgrade_v1(data)
     try:
         return RunResult.model_validate(data)
     except ValidationError as exc:
@@ -216,6 +242,27 @@ def _check_numbers(data: dict[str, Any], source: str) -> None:
             f"{source}: {_where(data, loc)} is {shown} ({what}); a result file holds only "
             "finite numbers: fix the input that produced it, or rerun"
         )
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 result as version 2: the data identity made honest, new fields empty.
+
+    Version 1 recorded the full dataset's hash with the scored n. Without ``--limit`` that is
+    the scored data too; with it, the scored samples were its first n, whose hash follows
+    from it (``first_n_hash``). A limit that reached the full length scored the full data.
+    """
+    data = {**data, "schema_version": 1}
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and "content_hash" in dataset and "n" in dataset:
+        limit = (data.get("config") or {}).get("limit")
+        full, n = dataset["content_hash"], dataset["n"]
+        dataset = {**dataset, "full_content_hash": full}
+        if limit is None or (isinstance(n, int) and isinstance(limit, int) and limit > n):
+            dataset["full_n"] = n  # the whole dataset was scored
+        elif isinstance(full, str) and isinstance(n, int):
+            dataset["content_hash"] = first_n_hash(full, n)
+        data["dataset"] = dataset
+    return data
 
 
 def read_result(path: str | os.PathLike[str]) -> RunResult:

@@ -22,7 +22,8 @@ import fnmatch
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import check_types, read_toml
 from .errors import PrhBenchError
-from .models import ModelAdapter
+from .models import PRECISIONS, ModelAdapter
 from .results import (
     DatasetRecord,
     Downstream,
     Failure,
+    Fingerprint,
     ModelRecord,
     NullRecord,
     PluginRecord,
@@ -80,6 +82,7 @@ class RunConfig:
     executor: str = "local"  # who runs the extraction units: local, slurm, ray (plugins)
     executor_options: dict[str, Any] = field(default_factory=dict)
     shard: str | None = None  # "i/N": extract only units with index % N == i; no alignment
+    precision: str = "exact"  # exact | reference: the reference's --precise or default run
 
     def __post_init__(self) -> None:
         if self.pairs not in ("cross", "all"):
@@ -92,6 +95,10 @@ class RunConfig:
             raise ConfigError(f"limit must be >= 2 samples, got {self.limit}")
         if self.null_permutations < 0:
             raise ConfigError(f"null_permutations must be >= 0, got {self.null_permutations}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.shard is not None:
             from .executors import parse_shard
 
@@ -118,6 +125,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "executor": str,
     "executor_options": dict,
     "shard": str,
+    "precision": str,
 }
 
 
@@ -340,6 +348,7 @@ def _units(
             device=config.device or (device if config.executor == "local" else None),
             batch_size=config.batch_size,
             limit=config.limit,
+            precision=config.precision,
             plugins=plugins,
             env=env,
         )
@@ -401,7 +410,8 @@ def score_pairs(
     """Every metric x pair, from the score cache or swept (with its null) and cached.
 
     Each model's layers are preprocessed once, and prepared once per metric, lazily: a run
-    whose scores are all cached prepares nothing.
+    whose scores are all cached prepares nothing. The precision profile picks the outlier
+    quantile and the Gram's precision (``score_settings``).
     """
     from .align import prepare_states, preprocess
     from .store import ScoreCache
@@ -409,8 +419,13 @@ def score_pairs(
     config = plan.config
     pairs = model_pairs(models, config.pairs)
     n = next(iter(feats.values())).num_samples
-    options = {"q": config.q}
-    layers = {m.id: preprocess(feats[m.id].layers, m.id, **options) for m in models}
+    settings = score_settings(config.precision, plan.device)
+    options = {"q": config.q, "exact": settings["exact"]}
+    device = plan.device if settings["gram"] == "tf32" else "cpu"
+    layers = {
+        m.id: preprocess([x.to(device) for x in feats[m.id].layers], m.id, **options)
+        for m in models
+    }
     states: dict[tuple[str, str], list[Any]] = {}
 
     def prepared(model_id: str, metric_name: str) -> list[Any]:
@@ -432,16 +447,46 @@ def score_pairs(
                 "metric": metric_name,
                 "params": metric.params,
                 "options": options,
+                "gram": settings["gram"],
                 "null": config.null_permutations,
                 "seed": config.seed,
             }
             record = _cached_score(cache, parts, log)
             if record is None:
-                sa, sb = prepared(a.id, metric_name), prepared(b.id, metric_name)
-                record = _score_pair(config, metric_name, metric, (a, b), (sa, sb), layers[b.id])
+                with _gram_precision(settings["gram"]):
+                    sa, sb = prepared(a.id, metric_name), prepared(b.id, metric_name)
+                    record = _score_pair(
+                        config, settings, metric_name, metric, (a, b), (sa, sb), layers[b.id]
+                    )
                 cache.put(parts, record.model_dump_json())
             scores.append(record)
     return scores
+
+
+def score_settings(precision: str, device: str) -> dict[str, Any]:
+    """What a precision profile means for scoring on ``device``.
+
+    exact: the sort-based quantile and a float32 Gram (the reference with ``--precise``).
+    reference: the per-sample approximate quantile and, on CUDA, the Gram in TF32 (the
+    reference's default run; TF32 exists only on CUDA, so elsewhere it is float32, which is
+    the reference's own CPU run).
+    """
+    if precision == "exact":
+        return {"exact": True, "gram": "float32"}
+    return {"exact": False, "gram": "tf32" if device.startswith("cuda") else "float32"}
+
+
+@contextmanager
+def _gram_precision(gram: str) -> Iterator[None]:
+    """CUDA matmuls inside the block use TF32 when ``gram == "tf32"``; restored after."""
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = gram == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _cached_score(
@@ -459,6 +504,7 @@ def _cached_score(
 
 def _score_pair(
     config: RunConfig,
+    settings: dict[str, Any],
     metric_name: str,
     metric: Any,
     pair: tuple[ModelAdapter, ModelAdapter],
@@ -490,7 +536,8 @@ def _score_pair(
         matrix=[[None if np.isnan(v) else float(v) for v in row] for row in matrix],
         preprocessing={
             "q": config.q,
-            "exact": False,
+            "exact": settings["exact"],
+            "gram": settings["gram"],
             "clamp_per_layer": False,
             "normalize": True,
             "concat": False,
@@ -512,8 +559,6 @@ def record_result(
     from .provenance import environment, git_commit, prh_bench_version
 
     now = datetime.now(timezone.utc)
-    dataset = plan.dataset
-    n = next(iter(feats.values())).num_samples
     return RunResult(
         run_id=now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6],
         created=now.isoformat(timespec="seconds"),
@@ -522,12 +567,30 @@ def record_result(
         environment=environment(plan.device),
         plugins=_plugins(),
         config={k: v for k, v in asdict(plan.config).items()},
-        dataset=DatasetRecord(
-            id=dataset.id, revision=dataset.revision, content_hash=dataset.content_hash, n=n
-        ),
+        precision=plan.config.precision,
+        dataset=_dataset_record(plan.dataset, feats),
         models=[_model_record(m, feats[m.id], plan.downstream.get(m.id, {})) for m in models],
         scores=scores,
         failures=plan.failures,
+    )
+
+
+def _dataset_record(dataset: Any, feats: dict[str, FeatureSet]) -> DatasetRecord:
+    """The samples scored, as the feature files' keys name them, and the dataset they are from."""
+    scored = {(fs.meta["key"]["dataset_hash"], fs.num_samples) for fs in feats.values()}
+    if len(scored) != 1:  # every model must have seen the same samples: never mix them
+        raise PrhBenchError(
+            f"the feature sets of this run are on different data {sorted(scored)}; "
+            "clear the cache (prh-bench cache rm --all) and rerun"
+        )
+    ((content_hash, n),) = scored
+    return DatasetRecord(
+        id=dataset.id,
+        revision=str(dataset.revision),
+        content_hash=content_hash,
+        n=n,
+        full_content_hash=dataset.content_hash,
+        full_n=len(dataset),
     )
 
 
@@ -541,6 +604,8 @@ def _plugins() -> list[PluginRecord]:
 
 
 def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream]) -> ModelRecord:
+    from .align import feature_fingerprint
+
     bpb = fs.stats.get("bits_per_byte")
     downstream = {
         name: Downstream(value=d.value, source=d.source)
@@ -558,6 +623,7 @@ def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream])
         bpb=None if bpb is None else float(bpb.float().mean()),
         downstream=downstream,
         feature_file=str(fs.path),
+        fingerprint=Fingerprint(**feature_fingerprint(fs.layers)),
     )
 
 

@@ -1,7 +1,8 @@
 """The feature store: where features and pair scores live, and how they are written and read.
 
 One safetensors file per key: (model id, weights revision, preprocessing, pooling, dtype,
-dataset id + revision + content hash, adapter version). The file holds one ``[N, D_l]`` float32
+dataset id + revision + content hash, adapter version, and for vision models the image
+decoder's version). The file holds one ``[N, D_l]`` float32
 tensor per layer (``layer.000``, ``layer.001``, ...), optional per-sample statistics
 (``stat.bits_per_byte``) and a JSON header in the safetensors metadata (``prh_bench``).
 
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
+from .images import DECODE_VERSION
 from .storage import atomic_write, atomic_write_text, slug, writing
 
 if TYPE_CHECKING:
@@ -135,7 +137,13 @@ def lock_path(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class FeatureKey:
-    """Everything that determines a feature file's content."""
+    """Everything that determines a feature file's content.
+
+    An adapter's ``preprocessing()`` string carries its own settings that move features
+    (padding scheme, truncation, pooling dtype, the batch size where padding is per batch);
+    ``decode_version`` is ``prh_bench.images.DECODE_VERSION`` for vision models (how image
+    bytes become pixels) and empty for language models, which never decode images.
+    """
 
     model_id: str
     revision: str
@@ -146,9 +154,15 @@ class FeatureKey:
     dataset_revision: str
     dataset_hash: str
     adapter_version: str
+    decode_version: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        # an empty decode_version is left out, so language keys (and files) stay as they were
+        return {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__
+            if k != "decode_version" or self.decode_version
+        }
 
     @property
     def digest(self) -> str:
@@ -184,6 +198,7 @@ def feature_key(adapter: ModelAdapter, dataset: Dataset, dtype: str) -> FeatureK
         dataset_revision=str(dataset.revision),
         dataset_hash=dataset.content_hash,
         adapter_version=str(adapter.adapter_version),
+        decode_version=DECODE_VERSION if adapter.modality == "vision" else "",
     )
 
 

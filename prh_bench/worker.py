@@ -16,10 +16,12 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .errors import PrhBenchError
+from .datasets import Dataset
+from .errors import DatasetError, PrhBenchError
 from .executors import ExecutorError, ExtractionUnit, UnitResult
 from .extract import extract_features
 from .plugins import get_plugin_manager, loaded_plugins, register_plugin
+from .registry import get_dataset, get_model
 from .store import FeatureKey, load_cached
 
 #: environment variables a worker needs to see the same plugins and settings as the main process
@@ -60,8 +62,8 @@ def run_unit(
         if not in_process:
             prepare_worker(unit)
         fs = extract_features(
-            unit.model_id,
-            unit.dataset,
+            get_model(unit.model_id).for_precision(unit.precision),
+            unit_dataset(unit),
             cache_dir=unit.cache_dir,
             device=unit.device,
             batch_size=unit.batch_size,
@@ -88,6 +90,18 @@ def run_unit(
         worker=worker,
         features=fs if in_process else None,
     )
+
+
+def unit_dataset(unit: ExtractionUnit) -> Dataset:
+    """The unit's dataset as this worker sees it, refused unless it is the data planned on."""
+    dataset = get_dataset(unit.dataset)
+    if dataset.content_hash != unit.dataset_hash:
+        raise DatasetError(
+            f"dataset '{unit.dataset}' on worker {socket.gethostname()} has content hash "
+            f"{dataset.content_hash[:16]}, but the run was planned on {unit.dataset_hash[:16]}; "
+            "every worker must see the same copy of the data"
+        )
+    return dataset
 
 
 def load_unit_features(result: UnitResult) -> Any:

@@ -293,3 +293,68 @@ def test_result_with_a_wrong_field_names_it(tiny):
     path.write_text(json.dumps(data))
     with pytest.raises(ResultsError, match=r"scores\.1\.value: Input should be a valid number"):
         read_result(path)
+
+
+def test_precision_profiles_score_as_the_reference_modes(tiny, monkeypatch):
+    """exact: sort-based quantile, float32 Gram; reference: approximate quantile (and TF32 on
+    CUDA only). Each is recorded, and the score cache keeps them apart."""
+    from safetensors.torch import load_file
+
+    import prh_bench.align as align
+
+    swept = []
+    original = align.sweep
+    monkeypatch.setattr(align, "sweep", lambda m, a, b: swept.append(1) or original(m, a, b))
+    results = {}
+    for profile in ("exact", "reference"):
+        outcome = run(config(tiny, precision=profile), progress=False, log=lambda m: None)
+        results[profile] = read_result(outcome.path)
+    assert len(swept) == 8  # the reference profile reused none of the exact profile's scores
+    for profile, result in results.items():
+        exact = profile == "exact"
+        assert result.precision == profile and result.config["precision"] == profile
+        files = {m.id: load_file(m.feature_file) for m in result.models}
+        for s in result.scores:
+            assert s.preprocessing["exact"] is exact and s.preprocessing["gram"] == "float32"
+
+            def layers(model_id, files=files):
+                t = files[model_id]
+                return [t[k] for k in sorted(k for k in t if k.startswith("layer."))]
+
+            expected = prh_bench.align_layers(
+                layers(s.model_a), layers(s.model_b), "mutual_knn", topk=3, exact=exact
+            )
+            assert s.value == expected.best and tuple(s.best_index) == expected.best_index
+
+
+def test_score_settings_per_profile_and_device():
+    from prh_bench.runner import score_settings
+
+    assert score_settings("exact", "cuda") == {"exact": True, "gram": "float32"}
+    assert score_settings("reference", "cuda:1") == {"exact": False, "gram": "tf32"}
+    # TF32 exists only on CUDA: elsewhere the reference profile is the reference's CPU run
+    assert score_settings("reference", "cpu") == {"exact": False, "gram": "float32"}
+    assert score_settings("reference", "mps") == {"exact": False, "gram": "float32"}
+
+
+@pytest.mark.gpu
+def test_reference_profile_sweeps_with_tf32_on_cuda(tiny, monkeypatch):
+    import torch
+
+    import prh_bench.align as align
+
+    seen = []
+    original = align.sweep
+
+    def sweep(metric, a, b):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, a[0].device.type))
+        return original(metric, a, b)
+
+    monkeypatch.setattr(align, "sweep", sweep)
+    before = torch.backends.cuda.matmul.allow_tf32
+    run(config(tiny, precision="reference", device="cuda"), progress=False, log=lambda m: None)
+    assert seen and all(s == (True, "cuda") for s in seen)
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    seen.clear()
+    run(config(tiny, precision="exact", device="cuda"), progress=False, log=lambda m: None)
+    assert seen and all(s == (False, "cpu") for s in seen)
