@@ -23,7 +23,8 @@ from .storage import atomic_write_text
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 has none of the uncertainty fields: they load empty
 
 
 class ResultsError(PrhBenchError):
@@ -72,6 +73,7 @@ class NullRecord(_Strict):
     mean: float
     std: float
     p_value: float = Field(ge=0, le=1)
+    at_floor: bool | None = None  # no permutation reached the score: p <= 1 / (permutations + 1)
 
 
 class ScoreRecord(_Strict):
@@ -84,6 +86,13 @@ class ScoreRecord(_Strict):
     matrix: list[list[float | None]]
     preprocessing: dict[str, Any]
     null: NullRecord | None = None
+    # sampling uncertainty (prh_bench.stats; empty in version 1 and with --replicates 0)
+    interval: tuple[float, float] | None = None  # 95 %, delete-d jackknife by halves
+    se: float | None = None
+    replicates: list[float] = []  # the best score on each of the run's shared half-samples
+    honest: float | None = None  # value minus optimism: the layer-honest score
+    optimism: float | None = None  # what choosing the best of all layer pairs adds
+    rank_range: tuple[int, int] | None = None  # 95 % rank range among this metric's pairs
 
     @field_validator("matrix")
     @classmethod
@@ -106,6 +115,17 @@ class CorrelationRecord(_Strict):
     models: list[str]
 
 
+class AgreementRecord(_Strict):
+    """Kendall's tau between two metrics' rankings of the same model pairs."""
+
+    metric_a: str
+    metric_b: str
+    n_pairs: int
+    tau: float | None
+    interval: tuple[float, float] | None = None
+    p_value: float | None = None
+
+
 class Failure(_Strict):
     model: str
     stage: str
@@ -113,7 +133,7 @@ class Failure(_Strict):
 
 
 class RunResult(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     run_id: str
     created: str
     prh_bench_version: str
@@ -126,6 +146,8 @@ class RunResult(_Strict):
     scores: list[ScoreRecord]
     failures: list[Failure] = []
     correlations: list[CorrelationRecord] = []
+    replicates: int = 0  # half-samples behind each score's interval (0: none)
+    agreement: list[AgreementRecord] = []
 
     def model(self, model_id: str) -> ModelRecord:
         for m in self.models:
@@ -146,10 +168,11 @@ def parse_result(data: Any, source: str = "<data>") -> RunResult:
         raise ResultsError(f"{source}: not a prh-bench result (a JSON object was expected)")
     if "schema_version" not in data or "run_id" not in data:
         raise ResultsError(f"{source}: not a prh-bench result file (no schema_version/run_id)")
-    if data["schema_version"] != SCHEMA_VERSION:
+    if data["schema_version"] not in READABLE_VERSIONS:
         raise ResultsError(
             f"{source}: schema_version {data['schema_version']!r} is not supported by this "
-            f"prh-bench (it reads version {SCHEMA_VERSION}); upgrade prh-bench or rerun"
+            f"prh-bench (it reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "upgrade prh-bench or rerun"
         )
     try:
         return RunResult.model_validate(data)
@@ -273,6 +296,15 @@ class Results:
                     "null_mean": s.null.mean if s.null else None,
                     "p_value": s.null.p_value if s.null else None,
                     "file": str(path),
+                    "p_at_floor": s.null.at_floor if s.null else None,
+                    "permutations": s.null.permutations if s.null else None,
+                    "ci_low": s.interval[0] if s.interval else None,
+                    "ci_high": s.interval[1] if s.interval else None,
+                    "se": s.se,
+                    "honest": s.honest,
+                    "optimism": s.optimism,
+                    "rank_low": s.rank_range[0] if s.rank_range else None,
+                    "rank_high": s.rank_range[1] if s.rank_range else None,
                 }
             )
         return pd.DataFrame(rows)
