@@ -25,7 +25,6 @@ from prh_bench.stats import (
 
 import runner_plugin
 
-
 # --------------------------------------------------------------------------- a population
 
 
@@ -261,3 +260,45 @@ def test_odd_replicates_are_refused():
 
     with pytest.raises(ConfigError, match="even number"):
         RunConfig(replicates=5)
+
+
+def test_cli_run_table_agreement_and_predict(tiny, run_cli):
+    out = tiny / "results"
+    args = ["--models", "tiny/pixels-a,tiny/pixels-b,tiny/words-a,tiny/words-b"]
+    args += ["--dataset", "tiny-shapes", "--output", str(out), "--topk", "3"]
+    args += ["--metric", "mutual_knn", "--metric", "cka", "--null-permutations", "9"]
+    result = run_cli("run", *args, "--replicates", "4")
+    assert result.exit_code == 0, result.output
+    assert "95% interval" in result.output and "honest" in result.output and "rank" in result.output
+    (path,) = out.rglob("*.json")
+    assert read_result(path).replicates == 4
+
+    result = run_cli("agreement", str(path))
+    assert result.exit_code == 0, result.output
+    assert "mutual_knn(topk=3)" in result.output and "cka(" in result.output
+    (row,) = json.loads(run_cli("agreement", str(path), "--json").output)
+    assert row["n_pairs"] == 4 and row["interval"] is not None
+
+    # predict: six language models aligned to one vision model, five with a known score
+    data = json.loads(path.read_text())
+    vision = next(m for m in data["models"] if m["modality"] == "vision")
+    language = next(m for m in data["models"] if m["modality"] == "language")
+    score = next(s for s in data["scores"] if s["metric"] == "mutual_knn")
+    data["models"], data["scores"] = [vision], []
+    for i in range(6):
+        known = {"acc": {"value": 0.2 + 0.5 * 0.1 * i + 0.01 * (-1) ** i, "source": "t"}}
+        data["models"].append({**language, "id": f"lm{i}", "downstream": known if i < 5 else {}})
+        data["scores"].append(
+            {**score, "model_a": f"lm{i}", "model_b": vision["id"], "value": 0.1 * i}
+        )
+    fake = tiny / "fake.json"
+    fake.write_text(json.dumps(data))
+    result = run_cli("predict", str(fake), "--vision-model", vision["id"], "--downstream", "acc")
+    assert result.exit_code == 0, result.output
+    assert "lm5" in result.output and "0.45" in result.output  # 0.2 + 0.05 * 5
+    assert result.output.strip().endswith("leave-one-out: 5 of 5 inside their 95% interval")
+
+    result = run_cli("predict", str(fake), "--vision-model", "nope", "--downstream", "acc")
+    assert result.exit_code == 1 and result.output.startswith("Error: no mutual_knn score")
+    result = run_cli("predict", str(fake), "--vision-model", vision["id"], "--downstream", "x")
+    assert result.exit_code == 1 and "at least 4 models with both scores" in result.output
