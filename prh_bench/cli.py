@@ -367,6 +367,12 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
     help="Shuffled-pairs permutations for each score's floor (0: none). [default: 100]",
 )
 @click.option(
+    "--replicates",
+    type=int,
+    help="Half-samples for each score's 95% interval and honest score; even (0: none). "
+    "[default: 20]",
+)
+@click.option(
     "--downstream",
     type=click.Path(dir_okay=False),
     help="CSV of downstream scores: model,metric,value[,source].",
@@ -653,6 +659,87 @@ def leaderboard_serve(site: str, port: int) -> None:
         server.serve_forever()
     finally:
         server.server_close()
+
+
+@cli.command()
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def agreement(result_file: str, as_json: bool) -> None:
+    """Kendall's tau between the model-pair rankings of a run's metrics, with 95% intervals."""
+    from .results import read_result
+    from .stats import add_statistics
+
+    records = add_statistics(read_result(result_file)).agreement
+    if as_json:
+        _echo_json([r.model_dump() for r in records])
+        return
+    rows = [
+        {
+            "metric a": r.metric_a,
+            "metric b": r.metric_b,
+            "pairs": r.n_pairs,
+            "tau": None if r.tau is None else round(r.tau, 3),
+            "95% interval": ""
+            if r.interval is None
+            else f"[{r.interval[0]:.3f}, {r.interval[1]:.3f}]",
+            "p": None if r.p_value is None else round(r.p_value, 4),
+        }
+        for r in records
+    ]
+    click.echo(_table(rows, "No rank agreement: the run scores fewer than two metrics."))
+
+
+@cli.command()
+@click.argument("result_file", type=click.Path(dir_okay=False))
+@click.option("--vision-model", required=True, help="The vision model the alignment is to.")
+@click.option("--downstream", "name", required=True, help="The downstream score, e.g. bpb.")
+@click.option("--metric", default="mutual_knn", show_default=True, help="The alignment metric.")
+def predict(result_file: str, vision_model: str, name: str, metric: str) -> None:
+    """Predict language models' downstream scores from their alignment, with 95% intervals.
+
+    The line is fitted over the models with both; a model with a known score is predicted
+    from the others (leave-one-out), so the last line says how often the interval held.
+    """
+    from .correlate import downstream_scores
+    from .results import read_result
+    from .stats import prediction_rows
+
+    result = read_result(result_file)
+    alignment = {
+        s.model_a: s.value
+        for s in result.scores
+        if s.model_b == vision_model and s.metric == metric
+    }
+    if not alignment:
+        vision = sorted({s.model_b for s in result.scores if s.metric == metric})
+        raise click.ClickException(
+            f"no {metric} score to vision model '{vision_model}' in {result_file}; "
+            f"its vision models: {', '.join(vision) or 'none'}"
+        )
+    downstream = {
+        m.id: downstream_scores(m)[name]
+        for m in result.models
+        if m.id in alignment and name in downstream_scores(m)
+    }
+    rows = prediction_rows(alignment, downstream)
+    click.echo(
+        _table(
+            [
+                {
+                    "model": r["model"],
+                    "alignment": round(r["alignment"], 4),
+                    name: r["actual"],
+                    "predicted": round(r["predicted"], 4),
+                    "95% prediction interval": f"[{r['interval'][0]:.4f}, {r['interval'][1]:.4f}]",
+                    "inside": {None: "", True: "yes", False: "no"}[r["inside"]],
+                }
+                for r in rows
+            ],
+            "No models.",
+        )
+    )
+    checked = [r["inside"] for r in rows if r["inside"] is not None]
+    click.echo(f"leave-one-out: {sum(checked)} of {len(checked)} inside their 95% interval")
 
 
 def main() -> None:

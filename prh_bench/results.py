@@ -97,6 +97,7 @@ class NullRecord(_Strict):
     mean: float
     std: float
     p_value: float = Field(ge=0, le=1)
+    at_floor: bool | None = None  # no permutation reached the score: p <= 1 / (permutations + 1)
 
 
 class ScoreRecord(_Strict):
@@ -109,6 +110,13 @@ class ScoreRecord(_Strict):
     matrix: list[list[float | None]]
     preprocessing: dict[str, Any]
     null: NullRecord | None = None
+    # sampling uncertainty (prh_bench.stats; empty in version 1 and with --replicates 0)
+    interval: tuple[float, float] | None = None  # 95 %, delete-d jackknife by halves
+    se: float | None = None
+    replicates: list[float] = []  # the best score on each of the run's shared half-samples
+    honest: float | None = None  # value minus optimism: the layer-honest score
+    optimism: float | None = None  # what choosing the best of all layer pairs adds
+    rank_range: tuple[int, int] | None = None  # 95 % rank range among this metric's pairs
 
     @field_validator("matrix")
     @classmethod
@@ -129,6 +137,17 @@ class CorrelationRecord(_Strict):
     spearman_ci: tuple[float, float] | None
     p_value: float | None
     models: list[str]
+
+
+class AgreementRecord(_Strict):
+    """Kendall's tau between two metrics' rankings of the same model pairs."""
+
+    metric_a: str
+    metric_b: str
+    n_pairs: int
+    tau: float | None
+    interval: tuple[float, float] | None = None
+    p_value: float | None = None
 
 
 class Failure(_Strict):
@@ -154,6 +173,8 @@ class RunResult(_Strict):
     scores: list[ScoreRecord]
     failures: list[Failure] = []
     correlations: list[CorrelationRecord] = []
+    replicates: int = 0  # half-samples behind each score's interval (0: none)
+    agreement: list[AgreementRecord] = []
 
     def model(self, model_id: str) -> ModelRecord:
         for m in self.models:
@@ -469,6 +490,15 @@ class Results:
                     "null_mean": s.null.mean if s.null else None,
                     "p_value": s.null.p_value if s.null else None,
                     "file": str(path),
+                    "p_at_floor": s.null.at_floor if s.null else None,
+                    "permutations": s.null.permutations if s.null else None,
+                    "ci_low": s.interval[0] if s.interval else None,
+                    "ci_high": s.interval[1] if s.interval else None,
+                    "se": s.se,
+                    "honest": s.honest,
+                    "optimism": s.optimism,
+                    "rank_low": s.rank_range[0] if s.rank_range else None,
+                    "rank_high": s.rank_range[1] if s.rank_range else None,
                 }
             )
         return pd.DataFrame(rows)

@@ -83,6 +83,7 @@ class RunConfig:
     executor_options: dict[str, Any] = field(default_factory=dict)
     shard: str | None = None  # "i/N": extract only units with index % N == i; no alignment
     precision: str = "exact"  # exact | reference: the reference's --precise or default run
+    replicates: int = 20  # half-samples for each score's interval and honest score (0: none)
 
     def __post_init__(self) -> None:
         if self.pairs not in ("cross", "all"):
@@ -103,6 +104,11 @@ class RunConfig:
             from .executors import parse_shard
 
             parse_shard(self.shard)
+        if self.replicates < 0 or self.replicates % 2:
+            raise ConfigError(
+                f"replicates must be 0 or an even number (halves come in pairs), "
+                f"got {self.replicates}"
+            )
 
 
 # run.toml's value types; a list for metrics is checked to hold strings
@@ -126,6 +132,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "executor_options": dict,
     "shard": str,
     "precision": str,
+    "replicates": int,
 }
 
 
@@ -246,13 +253,15 @@ def run(
     progress: bool = True,
 ) -> RunOutcome:
     """Plan, extract, score and write one result file. Raises PrhBenchError on user errors."""
+    from .stats import add_statistics
+
     plan = plan_run(config, log)
     feats, units = extract_all(plan, log, progress)
     if config.shard is not None:  # alignment waits for every shard: a run without --shard
         return RunOutcome(None, None, units=units, failures=plan.failures)
     models = [m for m in plan.models if m.id in feats]
     scores = score_pairs(plan, models, feats, log)
-    result = record_result(plan, models, feats, scores)
+    result = add_statistics(record_result(plan, models, feats, scores))
     return RunOutcome(result, write_result(result, config.output))
 
 
@@ -435,6 +444,7 @@ def score_pairs(
             )
         return states[(model_id, metric_name)]
 
+    replicated = _replicate_states(config, n)
     cache = ScoreCache.at(config.cache_dir)
     scores: list[ScoreRecord] = []
     for metric_name, metric in plan.metrics.items():
@@ -450,6 +460,7 @@ def score_pairs(
                 "gram": settings["gram"],
                 "null": config.null_permutations,
                 "seed": config.seed,
+                "replicates": config.replicates,
             }
             record = _cached_score(cache, parts, log)
             if record is None:
@@ -458,6 +469,7 @@ def score_pairs(
                     record = _score_pair(
                         config, settings, metric_name, metric, (a, b), (sa, sb), layers[b.id]
                     )
+                    _add_uncertainty(record, replicated, metric, (a.id, b.id), layers)
                 cache.put(parts, record.model_dump_json())
             scores.append(record)
     return scores
@@ -515,6 +527,7 @@ def _score_pair(
     import numpy as np
 
     from .align import permutation_null, sweep
+    from .stats import at_floor
 
     (a, b), (sa, sb) = pair, states
     matrix, best, best_index = sweep(metric, sa, sb)
@@ -524,7 +537,11 @@ def _score_pair(
             metric, sa, sb, best, config.null_permutations, config.seed, layers_b=layers_b
         )
         null = NullRecord(
-            permutations=nl.permutations, mean=nl.mean, std=nl.std, p_value=nl.p_value
+            permutations=nl.permutations,
+            mean=nl.mean,
+            std=nl.std,
+            p_value=nl.p_value,
+            at_floor=at_floor(nl.p_value, nl.permutations),
         )
     return ScoreRecord(
         model_a=a.id,
@@ -544,6 +561,29 @@ def _score_pair(
         },
         null=null,
     )
+
+
+def _replicate_states(config: RunConfig, n: int) -> Any:
+    """The run's shared half-samples (stats.ReplicateStates), or None with replicates = 0."""
+    from .stats import ReplicateStates
+
+    return ReplicateStates(n, config.replicates, config.seed) if config.replicates else None
+
+
+def _add_uncertainty(
+    record: ScoreRecord,
+    replicated: Any,
+    metric: Any,
+    pair: tuple[str, str],
+    layers: dict[str, Any],
+) -> None:
+    """The score's interval and layer-honest score from the shared half-samples."""
+    if replicated is None:
+        return
+    a, b = pair
+    u = replicated.uncertainty(metric, record.value, (a, layers[a]), (b, layers[b]))
+    record.interval, record.se, record.replicates = u.interval, u.se, u.replicates
+    record.honest, record.optimism = u.honest, u.optimism
 
 
 # --------------------------------------------------------------------------- record
@@ -572,6 +612,7 @@ def record_result(
         models=[_model_record(m, feats[m.id], plan.downstream.get(m.id, {})) for m in models],
         scores=scores,
         failures=plan.failures,
+        replicates=plan.config.replicates,
     )
 
 
@@ -631,7 +672,9 @@ def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream])
 
 
 def summary_rows(result: RunResult, metric: str | None = None) -> list[dict[str, Any]]:
-    """One row per pair and metric: the score, its layers, and its floor."""
+    """One row per pair and metric: the score, its interval, its layers, and its floor."""
+    from .stats import format_p, format_rank
+
     rows = []
     for s in result.scores:
         if metric and s.metric != metric:
@@ -642,9 +685,16 @@ def summary_rows(result: RunResult, metric: str | None = None) -> list[dict[str,
                 "model_b": s.model_b,
                 "metric": s.metric,
                 "score": round(s.value, 4),
+                "95% interval": _interval(s.interval),
+                "honest": None if s.honest is None else round(s.honest, 4),
+                "rank": format_rank(s.rank_range),
                 "layers (a, b)": f"{s.best_index[0]}, {s.best_index[1]}",
                 "null mean": None if s.null is None else round(s.null.mean, 4),
-                "p": None if s.null is None else round(s.null.p_value, 4),
+                "p": None if s.null is None else format_p(s.null.p_value, s.null.permutations),
             }
         )
     return rows
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
