@@ -208,7 +208,7 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
             ],
             "correlations": [
                 {
-                    k: getattr(c, k)
+                    k: getattr(c.record, k)
                     for k in (
                         "downstream",
                         "n_models",

@@ -120,7 +120,7 @@ def draw_scatter(board: Board, corr: Correlation) -> bytes:
     import numpy as np
 
     assert board.reference is not None
-    points, name = corr.points, corr.downstream
+    points, name, rec = corr.points, corr.record.downstream, corr.record
     ids = sorted(points)
     alignment = {r.model.id: r.value for r in board.language_rows}
     x, ex = _scale(np.array([points[m] for m in ids], float))
@@ -140,8 +140,8 @@ def draw_scatter(board: Board, corr: Correlation) -> bytes:
     ax.set_title(
         _tex_safe(
             f"{board.metric.key} alignment to {_short(board.reference.id)} vs {_short(name)}\n"
-            f"Pearson r = {format_ci(corr.pearson, corr.pearson_ci, 2)}, "
-            f"Spearman rho = {format_ci(corr.spearman, corr.spearman_ci, 2)}, n = {corr.n_models}"
+            f"Pearson r = {format_ci(rec.pearson, rec.pearson_ci, 2)}, "
+            f"Spearman rho = {format_ci(rec.spearman, rec.spearman_ci, 2)}, n = {rec.n_models}"
         ),
         fontsize=8,
     )

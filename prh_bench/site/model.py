@@ -18,7 +18,7 @@ from ..correlate import (
     largest,
     reference_matches,
 )
-from ..results import DatasetResults, ModelRecord, Results, RunResult
+from ..results import CorrelationRecord, DatasetResults, ModelRecord, Results, RunResult
 from ..storage import slug
 
 
@@ -179,15 +179,9 @@ class Row:
 
 @dataclass
 class Correlation:
-    """A correlation record as the downstream page shows it, with its scatter plot."""
+    """A correlation record (the result schema's) as the downstream page shows it."""
 
-    downstream: str
-    n_models: int
-    pearson: float | None
-    pearson_ci: tuple[float, float] | None
-    spearman: float | None
-    spearman_ci: tuple[float, float] | None
-    p_value: float | None
+    record: CorrelationRecord
     figure: str  # "" for a saved correlation: its points are not in the results
     lower_is_better: bool
     points: dict[str, float]  # language model -> downstream value
@@ -333,13 +327,7 @@ def add_correlations(board: Board, resamples: int) -> None:
         name = record.downstream
         board.correlations.append(
             Correlation(
-                downstream=name,
-                n_models=record.n_models,
-                pearson=record.pearson,
-                pearson_ci=record.pearson_ci,
-                spearman=record.spearman,
-                spearman_ci=record.spearman_ci,
-                p_value=record.p_value,
+                record=record,
                 figure=f"figures/scatter-{board.slug}-{slug(name)}.svg",
                 lower_is_better=_lower_is_better(name),
                 points={m: downstream[m][name] for m in record.models},
@@ -371,13 +359,7 @@ def saved_correlations(board: Board, computed: set[str]) -> list[Correlation]:
             if not same or c.downstream in computed:
                 continue
             found[c.downstream] = Correlation(
-                downstream=c.downstream,
-                n_models=c.n_models,
-                pearson=c.pearson,
-                pearson_ci=c.pearson_ci,
-                spearman=c.spearman,
-                spearman_ci=c.spearman_ci,
-                p_value=c.p_value,
+                record=c,
                 figure="",
                 lower_is_better=_lower_is_better(c.downstream),
                 points={},
