@@ -22,8 +22,7 @@ import fnmatch
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +37,6 @@ from .results import (
     Failure,
     Fingerprint,
     ModelRecord,
-    NullRecord,
     PluginRecord,
     RunResult,
     ScoreRecord,
@@ -47,7 +45,7 @@ from .results import (
 )
 
 if TYPE_CHECKING:
-    from .store import FeatureSet, ScoreCache
+    from .store import FeatureSet
 
 GROUPS = ("all", "offline", "vision", "language")
 
@@ -253,6 +251,7 @@ def run(
     progress: bool = True,
 ) -> RunOutcome:
     """Plan, extract, score and write one result file. Raises PrhBenchError on user errors."""
+    from .scoring import score_pairs
     from .stats import add_statistics
 
     plan = plan_run(config, log)
@@ -260,7 +259,7 @@ def run(
     if config.shard is not None:  # alignment waits for every shard: a run without --shard
         return RunOutcome(None, None, units=units, failures=plan.failures)
     models = [m for m in plan.models if m.id in feats]
-    scores = score_pairs(plan, models, feats, log)
+    scores = score_pairs(plan, model_pairs(models, config.pairs), feats, log)
     result = add_statistics(record_result(plan, models, feats, scores))
     return RunOutcome(result, write_result(result, config.output))
 
@@ -405,185 +404,6 @@ def extract_all(
         )
         feats[unit_result.model_id] = fs
     return feats, results
-
-
-# --------------------------------------------------------------------------- score
-
-
-def score_pairs(
-    plan: RunPlan,
-    models: list[ModelAdapter],
-    feats: dict[str, FeatureSet],
-    log: Callable[[str], None],
-) -> list[ScoreRecord]:
-    """Every metric x pair, from the score cache or swept (with its null) and cached.
-
-    Each model's layers are preprocessed once, and prepared once per metric, lazily: a run
-    whose scores are all cached prepares nothing. The precision profile picks the outlier
-    quantile and the Gram's precision (``score_settings``).
-    """
-    from .align import prepare_states, preprocess
-    from .store import ScoreCache
-
-    config = plan.config
-    pairs = model_pairs(models, config.pairs)
-    n = next(iter(feats.values())).num_samples
-    settings = score_settings(config.precision, plan.device)
-    options = {"q": config.q, "exact": settings["exact"]}
-    device = plan.device if settings["gram"] == "tf32" else "cpu"
-    layers = {
-        m.id: preprocess([x.to(device) for x in feats[m.id].layers], m.id, **options)
-        for m in models
-    }
-    states: dict[tuple[str, str], list[Any]] = {}
-
-    def prepared(model_id: str, metric_name: str) -> list[Any]:
-        if (model_id, metric_name) not in states:
-            states[(model_id, metric_name)] = prepare_states(
-                plan.metrics[metric_name], layers[model_id]
-            )
-        return states[(model_id, metric_name)]
-
-    replicated = _replicate_states(config, n)
-    cache = ScoreCache.at(config.cache_dir)
-    scores: list[ScoreRecord] = []
-    for metric_name, metric in plan.metrics.items():
-        metric.check_n(n)
-        for a, b in pairs:
-            # feature files are content-addressed: their names identify model x data x settings
-            parts = {
-                "a": f"{a.id}/{feats[a.id].path.stem}",
-                "b": f"{b.id}/{feats[b.id].path.stem}",
-                "metric": metric_name,
-                "params": metric.params,
-                "options": options,
-                "gram": settings["gram"],
-                "null": config.null_permutations,
-                "seed": config.seed,
-                "replicates": config.replicates,
-            }
-            record = _cached_score(cache, parts, log)
-            if record is None:
-                with _gram_precision(settings["gram"]):
-                    sa, sb = prepared(a.id, metric_name), prepared(b.id, metric_name)
-                    record = _score_pair(
-                        config, settings, metric_name, metric, (a, b), (sa, sb), layers[b.id]
-                    )
-                    _add_uncertainty(record, replicated, metric, (a.id, b.id), layers)
-                cache.put(parts, record.model_dump_json())
-            scores.append(record)
-    return scores
-
-
-def score_settings(precision: str, device: str) -> dict[str, Any]:
-    """What a precision profile means for scoring on ``device``.
-
-    exact: the sort-based quantile and a float32 Gram (the reference with ``--precise``).
-    reference: the per-sample approximate quantile and, on CUDA, the Gram in TF32 (the
-    reference's default run; TF32 exists only on CUDA, so elsewhere it is float32, which is
-    the reference's own CPU run).
-    """
-    if precision == "exact":
-        return {"exact": True, "gram": "float32"}
-    return {"exact": False, "gram": "tf32" if device.startswith("cuda") else "float32"}
-
-
-@contextmanager
-def _gram_precision(gram: str) -> Iterator[None]:
-    """CUDA matmuls inside the block use TF32 when ``gram == "tf32"``; restored after."""
-    import torch
-
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = gram == "tf32"
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def _cached_score(
-    cache: ScoreCache, parts: dict[str, Any], log: Callable[[str], None]
-) -> ScoreRecord | None:
-    text = cache.get(parts)
-    if text is None:
-        return None
-    try:
-        return ScoreRecord.model_validate_json(text)
-    except ValueError:
-        log(f"warning: unreadable score cache {cache.path(parts)}; recomputing")
-        return None
-
-
-def _score_pair(
-    config: RunConfig,
-    settings: dict[str, Any],
-    metric_name: str,
-    metric: Any,
-    pair: tuple[ModelAdapter, ModelAdapter],
-    states: tuple[list[Any], list[Any]],
-    layers_b: Any,
-) -> ScoreRecord:
-    """The layer sweep of one pair, its best score and, if asked, its permutation null."""
-    import numpy as np
-
-    from .align import permutation_null, sweep
-    from .stats import at_floor
-
-    (a, b), (sa, sb) = pair, states
-    matrix, best, best_index = sweep(metric, sa, sb)
-    null = None
-    if config.null_permutations:
-        nl = permutation_null(
-            metric, sa, sb, best, config.null_permutations, config.seed, layers_b=layers_b
-        )
-        null = NullRecord(
-            permutations=nl.permutations,
-            mean=nl.mean,
-            std=nl.std,
-            p_value=nl.p_value,
-            at_floor=at_floor(nl.p_value, nl.permutations),
-        )
-    return ScoreRecord(
-        model_a=a.id,
-        model_b=b.id,
-        metric=metric_name,
-        params=dict(metric.params),
-        value=best,
-        best_index=best_index,
-        matrix=[[None if np.isnan(v) else float(v) for v in row] for row in matrix],
-        preprocessing={
-            "q": config.q,
-            "exact": settings["exact"],
-            "gram": settings["gram"],
-            "clamp_per_layer": False,
-            "normalize": True,
-            "concat": False,
-        },
-        null=null,
-    )
-
-
-def _replicate_states(config: RunConfig, n: int) -> Any:
-    """The run's shared half-samples (stats.ReplicateStates), or None with replicates = 0."""
-    from .stats import ReplicateStates
-
-    return ReplicateStates(n, config.replicates, config.seed) if config.replicates else None
-
-
-def _add_uncertainty(
-    record: ScoreRecord,
-    replicated: Any,
-    metric: Any,
-    pair: tuple[str, str],
-    layers: dict[str, Any],
-) -> None:
-    """The score's interval and layer-honest score from the shared half-samples."""
-    if replicated is None:
-        return
-    a, b = pair
-    u = replicated.uncertainty(metric, record.value, (a, layers[a]), (b, layers[b]))
-    record.interval, record.se, record.replicates = u.interval, u.se, u.replicates
-    record.honest, record.optimism = u.honest, u.optimism
 
 
 # --------------------------------------------------------------------------- record

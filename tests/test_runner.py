@@ -328,7 +328,7 @@ def test_precision_profiles_score_as_the_reference_modes(tiny, monkeypatch):
 
 
 def test_score_settings_per_profile_and_device():
-    from prh_bench.runner import score_settings
+    from prh_bench.scoring import score_settings
 
     assert score_settings("exact", "cuda") == {"exact": True, "gram": "float32"}
     assert score_settings("reference", "cuda:1") == {"exact": False, "gram": "tf32"}
