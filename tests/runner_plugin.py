@@ -134,6 +134,8 @@ class Tiny(prh_bench.ModelAdapter):
         self.fail, self.available, self.nan_layer = fail, available, nan_layer
         self.tags = ("tiny",)
         self.metadata.parameters = 0
+        self.metadata.source = f"test:{id}"
+        self.metadata.notes = "a hashed bag of words (test)"
         self.loads = 0
 
     def availability(self):

@@ -52,6 +52,9 @@ def test_run_writes_a_valid_result(tiny):
     assert result.environment["torch"] and result.prh_bench_version == prh_bench.__version__
     assert "tiny" in {p.name for p in result.plugins}
     assert result.config["topk"] == 3
+    model = result.model("tiny/words-a")  # what the model is travels with its scores
+    assert (model.source, model.notes) == ("test:tiny/words-a", "a hashed bag of words (test)")
+    assert model.revision == "unversioned" and model.control_of is None
 
 
 def test_scores_equal_align_layers_on_the_stored_features(tiny):

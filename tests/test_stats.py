@@ -223,7 +223,7 @@ def test_a_run_records_intervals_honest_scores_ranks_and_agreement(tiny):
     )
     path = run(config, progress=False, log=lambda m: None).path
     result = read_result(path)
-    assert result.schema_version == 2 and result.replicates == 6
+    assert result.schema_version == 3 and result.replicates == 6
     for s in result.scores:
         assert len(s.replicates) == 6 and s.se >= 0
         assert s.interval[0] <= s.value <= s.interval[1]
