@@ -203,6 +203,40 @@ def _reference_lines(ax: Any, board: Board, e: int, vertical: bool = False) -> N
             ax.axhline(at, color=colour, linestyle=style, linewidth=1.2, label=label)
 
 
+def _labels_apart(ax: Any, x: Any, y: Any, labels: list[str], size: float = 7) -> None:
+    """Each point's label to its right, moved up until it overlaps no label placed before
+    (bottom to top, in display units), with a thin line back to its point when moved: where
+    the best models cluster their labels would otherwise print over each other."""
+    fig = ax.figure
+    fig.canvas.draw()  # the axes' final limits: display positions are known from here
+    px = fig.dpi / 72  # pixels per point
+    height, pad = 1.3 * size * px, 4 * px
+    placed: list[tuple[float, float, float]] = []  # left, right, bottom of each label
+    order = sorted(range(len(labels)), key=lambda i: (y[i], x[i]))
+    for i in order:
+        left, bottom = ax.transData.transform((x[i], y[i]))
+        left, bottom = left + pad, bottom - height / 2
+        right = left + 0.6 * size * px * len(labels[i])  # about the width of the text
+        for other_left, other_right, other_bottom in sorted(placed, key=lambda b: b[2]):
+            overlaps = left < other_right and other_left < right
+            if overlaps and abs(bottom - other_bottom) < height:
+                bottom = other_bottom + height
+        placed.append((left, right, bottom))
+        _, point_y = ax.transData.transform((x[i], y[i]))
+        lift = bottom + height / 2 - point_y
+        ax.annotate(
+            labels[i],
+            (x[i], y[i]),
+            xytext=(pad, lift),
+            textcoords="offset pixels",
+            va="center",
+            fontsize=size,
+            arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5}
+            if lift > height
+            else None,
+        )
+
+
 def _legend_above(ax: Any) -> None:
     """The legend above the axes, where it covers no point."""
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False)
@@ -228,14 +262,6 @@ def draw_headline(headline: Headline) -> bytes:
     _reference_lines(ax, board, ey)
     _error_bars(ax, x, y, [p.interval for p in pts], ey)
     ax.scatter(x, y, color="#3b6ea8", zorder=3, label="language model (95 % interval)")
-    for xi, yi, p in zip(x, y, pts, strict=True):
-        ax.annotate(
-            _label(f"{p.model} ({p.value:.3f})"),
-            (xi, yi),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=7,
-        )
     rec = headline.correlation.record if headline.correlation else None
     if rec is not None and np.ptp(x) > 0:
         slope, intercept = np.polyfit(x, y, 1)
@@ -248,6 +274,7 @@ def draw_headline(headline: Headline) -> bytes:
     ax.set_xlabel("bits per byte (lower is the better language model)")
     ax.set_ylabel(_label(f"{board.metric.key} alignment to {board.reference.id}"))
     _legend_above(ax)
+    _labels_apart(ax, x, y, [_label(f"{p.model} ({p.value:.3f})") for p in pts])
     ax.grid(alpha=0.3)
     return _svg(fig)
 
