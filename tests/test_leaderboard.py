@@ -1057,3 +1057,16 @@ def test_site_settings_for_the_content(tmp_path):
     path.write_text("[datasets]\nwit_1024 = 3\n")
     with pytest.raises(LeaderboardError, match=r"datasets\.wit_1024 must be a string"):
         load_settings(path)
+
+
+def test_every_built_in_metric_has_plain_words_and_a_formula():
+    from prh_bench.registry import get_registry
+    from prh_bench.site.explain import METRICS, metric_text
+
+    names = {entry.id for entry in get_registry("metric")}
+    assert names and names <= set(METRICS), names - set(METRICS)
+    for name in names:
+        text = metric_text(name)
+        assert text.plain != name and text.meaning and text.formula and text.scale
+    assert "unknown" not in metric_text("mutual_knn").formula
+    assert metric_text("no-such-metric").meaning.startswith("a metric from a plugin")
