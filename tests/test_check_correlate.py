@@ -220,12 +220,14 @@ def test_saved_correlations_replace_their_own_and_the_site_shows_them(
                 c.update(pearson=0.4321, pearson_ci=[0.1, 0.9])
 
     result_file.write_text(edited(result_file, tmp_path, known_numbers).read_text())
-    settings = SiteSettings(reference_vision="tiny/pixels-a", bootstrap_resamples=200)
+    settings = SiteSettings(
+        reference_vision="tiny/pixels-a", bootstrap_resamples=200, correlation_min_models=3
+    )
     build_site([result_file], tmp_path / "site", settings)
     page = next((tmp_path / "site").glob("downstream-*.html")).read_text()
     run_id = read_result(result_file).run_id
     assert f"hellaswag <small>(saved by prh-bench correlate in run {run_id})</small>" in page
-    assert ">0.432</td>" in page and "<td>[0.100, 0.900]</td>" in page
+    assert '>0.432 <span class="ci">[0.100, 0.900]</span></td>' in page
     assert 'href="#fig-bpb"' in page and 'id="fig-hellaswag"' not in page  # no points to draw
 
 

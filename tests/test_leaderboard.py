@@ -36,7 +36,8 @@ from prh_bench.storage import slug as slugify
 
 HOSTILE = "<script>alert(1)</script>"
 REFERENCE = "vit_large_patch14_dinov2.lvd142m"
-FAST = SiteSettings(reference_vision="*dinov2*", bootstrap_resamples=200)
+# the four language models of make_result are just enough for a correlation here
+FAST = SiteSettings(reference_vision="*dinov2*", bootstrap_resamples=200, correlation_min_models=4)
 
 
 def _model(id, modality, layers, params, **kw) -> ModelRecord:
@@ -245,7 +246,7 @@ def test_downstream_page_has_correlations_and_figures(site):
     assert [re.search(r'#fig-([^"]+)"', r).group(1) for r in rows] == ["bpb", "hellaswag"]
     assert "-1.000" in rows[0] or "-0.9" in rows[0]  # alignment falls as bpb rises
     assert "(lower is better)" in rows[0]
-    assert re.search(r"\[-?\d\.\d{3}, -?\d\.\d{3}\]", rows[1])  # a bootstrap interval
+    assert re.search(r'<span class="ci">\[-?\d\.\d{3}, -?\d\.\d{3}\]</span>', rows[1])
     svg = read(site, "figures/scatter-wit_1024-n64-mutual_knn-hellaswag.svg")
     assert "least-squares fit" in svg and "Pearson r" in svg and "Spearman rho" in svg
     assert "alignment (mutual_knn)" in svg and "hellaswag" in svg
@@ -258,7 +259,8 @@ def test_downstream_page_explains_when_there_is_nothing_to_correlate(tmp_path):
     write_result(result, tmp_path / "r")
     build_site([tmp_path / "r"], tmp_path / "s", FAST)
     html = read(tmp_path / "s", "downstream-wit_1024-n64-mutual_knn.html")
-    assert "needs a downstream score" in html and "correlation-table" not in html
+    assert "has a downstream score" in html and "correlation-table" not in html
+    assert "prh-bench run --downstream scores.csv" in html  # how to add some
 
 
 def test_model_page(site):
@@ -662,7 +664,7 @@ def test_a_bad_result_file_is_left_out_with_one_warning_or_fails_with_strict(
         "that produced it, or rerun",
         f"warning: left out {mixed / 'torn.json'}: not valid JSON (line 1: Expecting value)",
     ]
-    assert "from 1 result file(s)" in result.output and "wrote out: 16 pages" in result.output
+    assert "from 1 result file(s)" in result.output and "wrote out: 17 pages" in result.output
     strict = CliRunnerNoCatch.invoke(*args, "--strict")
     assert strict.exit_code == 1 and strict.output.count("Error: ") == 1
     assert "nan.json: model 'bigscience/bloomz-7b1', field bpb is nan" in strict.output
@@ -702,3 +704,369 @@ def test_a_fifo_among_the_results_does_not_hang_the_build(results_dir, tmp_path)
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[1:] == ["[]"]  # not even a warning: it is not a result file
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17 (content): a site that explains itself, carries the headline, shows uncertainty,
+# is honest at small numbers, links controls explicitly and keeps a history.
+
+MAE = "vit_large_patch16_224.mae"  # the same family and size as the reference: not its control
+
+
+def with_statistics(result: RunResult, replicates: int = 4) -> RunResult:
+    """Give every score what a run with ``--replicates`` records: half-sample replicates (the
+    language models' noise alternates in sign, so neighbours in the ranking overlap and models
+    two places apart do not), an interval, an honest score and a p at the floor."""
+    language = [m.id for m in result.models if m.modality == "language"]
+    for s in result.scores:
+        sign = (-1) ** language.index(s.model_a) if s.model_a in language else 1
+        s.replicates = [s.value + sign * 0.04 * (-1) ** i for i in range(replicates)]
+        s.interval = (s.value - 0.02, s.value + 0.02)
+        s.honest = s.value - 0.003
+        s.optimism = 0.003
+        if s.null:
+            s.null = NullRecord(
+                permutations=20, mean=0.05, std=0.004, p_value=1 / 21, at_floor=True
+            )
+    result.replicates = replicates
+    result.config = {**result.config, "seed": 0}
+    return result
+
+
+def make_rich_result() -> RunResult:
+    """make_result with statistics, schema-3 metadata, a MAE ViT-L of the reference's size, a
+    language model without a score against the reference and a language control."""
+    result = make_result()
+    models = {m.id: m for m in result.models}
+    control = models[f"{REFERENCE}.random"]
+    control.control_of = REFERENCE
+    big = models["bigscience/bloomz-7b1"]
+    big.source, big.revision = "hf:bigscience/bloomz-7b1", "0123abcd"
+    big.quantisation = "GGUF Q4_K_M, dequantised to float32"
+    big.notes, big.url = "instruction-tuned", "https://huggingface.co/bigscience/bloomz-7b1"
+    mae = _model(MAE, "vision", 4, 304_000_000)
+    lonely = _model("lonely-lm", "language", 3, 10**8, bpb=0.8)
+    lm_control = _model(
+        "bigscience/bloomz-560m.random", "language", 3, 10**9, tags=["random-init"], bpb=9.0
+    )
+    result.models += [mae, lonely, lm_control]
+
+    def score(a: str, b: str, value: float) -> ScoreRecord:
+        null = NullRecord(permutations=20, mean=0.05, std=0.004, p_value=0.05)
+        return ScoreRecord(
+            model_a=a,
+            model_b=b,
+            metric="mutual_knn",
+            params={"topk": 10},
+            value=value,
+            best_index=(0, 0),
+            matrix=[[value]],
+            preprocessing={"q": 0.95},
+            null=null,
+        )
+
+    language = [m.id for m in result.models if m.modality == "language" and m.id != lonely.id]
+    result.scores += [score(lm, MAE, 0.07) for lm in language]
+    result.scores += [score(lm_control.id, v, 0.03) for v in (REFERENCE, f"{REFERENCE}.random")]
+    result.scores.append(score(lonely.id, "vit_small_patch14_dinov2.lvd142m", 0.2))
+    return with_statistics(result)
+
+
+@pytest.fixture(scope="module")
+def rich_site(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rich")
+    write_result(make_rich_result(), folder / "results")
+    settings = SiteSettings(
+        reference_vision="*dinov2*",
+        bootstrap_resamples=200,
+        reference_reason="The paper's reference; the test's largest DINOv2.",
+        datasets={"wit_1024": "a test stand-in for the WIT pairs"},
+    )
+    build_site([folder / "results"], folder / "site", settings)
+    return folder / "site"
+
+
+def test_reading_panel_on_every_board(rich_site):
+    slug = "wit_1024-n64-mutual_knn"
+    for page in (
+        "index.html",
+        f"board-{slug}.html",
+        f"matrix-{slug}.html",
+        f"downstream-{slug}.html",
+    ):
+        html = read(rich_site, page)
+        assert html.count('<details class="how-to-read" open>') == 1, page
+    panel = (
+        read(rich_site, "index.html")
+        .split('class="how-to-read"', 1)[1]
+        .split("</details>\n</dl>")[0]
+    )
+    assert "mutual nearest neighbours" in panel and "agree on" in panel  # the plain name
+    assert '<details class="formula"><summary>Formula</summary>' in panel  # one click away
+    assert "kNN_A(i) ∩ kNN_B(i)" in panel
+    assert "0 (no neighbour in common) to 1" in panel  # the scale
+    assert "The paper&#39;s reference; the test&#39;s largest DINOv2." in panel  # why this one
+    assert "a test stand-in for the WIT pairs" in panel  # site.toml's description wins
+    # chance = mean null of the language rows; untrained = their mean score against the control
+    assert (
+        'Chance level (the captions shuffled against the images): <strong class="num">0.050'
+        in panel
+    )
+    assert "Untrained level" in panel and '<strong class="num">0.060</strong>' in panel
+    assert "&lt;= 1/21</code> means none of 20 did" in panel
+    html = read(rich_site, "index.html")
+    alt = re.search(r'<figure class="scale">\s*<img[^>]* alt="([^"]+)"', html).group(1)
+    assert alt.startswith("Scores of 5 language models against " + REFERENCE)
+    assert "chance level 0.050" in alt and "untrained level 0.060" in alt
+    svg = read(rich_site, f"figures/scale-{slug}.svg")
+    assert "chance (shuffled captions): 0.050" in svg and "untrained (random-init control)" in svg
+
+
+def test_dataset_description_comes_from_the_plugin_without_a_setting(site):
+    panel = read(site, "index.html").split('class="how-to-read"', 1)[1]
+    assert "the paper&#39;s 1,024 WIT image-caption pairs" in panel  # datasets_wit's summary
+
+
+def test_every_page_has_one_distinct_h1(rich_site):
+    titles = {}
+    for page in rich_site.rglob("*.html"):
+        found = re.findall(r"<h1[^>]*>(.*?)</h1>", page.read_text(encoding="utf-8"), flags=re.S)
+        assert len(found) == 1, page
+        titles[page.relative_to(rich_site).as_posix()] = found[0]
+    assert len(set(titles.values())) == len(titles), titles
+    assert titles["history.html"] == "Run history"
+
+
+def test_scores_show_intervals_honest_scores_rank_ranges_and_p_at_the_floor(rich_site):
+    rows = table_rows(read(rich_site, "index.html"), "language-table")
+    best = rows[0]
+    assert "bigscience/bloomz-7b1" in best
+    assert '<strong>0.250</strong> <span class="ci">[0.230, 0.270]</span>' in best
+    assert ">0.247</td>" in best  # the honest score beside the maximum
+    # rank ranges from the replicates: neighbours overlap, two places apart they do not
+    ranges = [re.findall(r'<td class="num"[^>]*>([^<]*)</td>', r)[1] for r in rows]
+    assert ranges[:4] == ["1-3", "1-4", "2-4", "2-4"] or ranges[0] != ranges[-1]
+    assert ranges[0].startswith("1") and ranges[0] != "1"
+    assert "&lt;= 1/21" in best and "0.048" not in best  # p at the floor, not a number
+    vision = table_rows(read(rich_site, "index.html"), "vision-table")
+    assert '<span class="ci">[' in vision[0]  # the mean's interval, from the same halves
+    model = read(rich_site, "models/bigscience--bloomz-7b1.html")
+    assert '0.250 <span class="ci">[0.230, 0.270]</span>' in model and "&lt;= 1/21" in model
+    matrix = read(rich_site, "matrix-wit_1024-n64-mutual_knn.html")
+    assert '<span class="ci">[0.230, 0.270]</span>' in matrix
+    data = json.loads(read(rich_site, "data/leaderboard.json"))
+    top = next(b for b in data["boards"] if b["metric"] == "mutual_knn")["language_ranking"][0]
+    assert top["interval"] == [0.23, 0.27] and top["p_at_floor"] is True
+    assert top["rank_range"][0] == 1 and top["honest"] == pytest.approx(0.247)
+    rows = list(csv.DictReader(io.StringIO(read(rich_site, "data/scores.csv"))))
+    assert {r["p_at_floor"] for r in rows if r["metric"] == "mutual_knn"} == {"True"}
+
+
+def test_rank_ranges_agree_with_the_statistics_module(rich_site):
+    """The board's ranges are prh_bench.stats.rank_ranges over its own rows."""
+    from prh_bench.stats import format_rank, rank_ranges
+
+    result = make_rich_result()
+    ref = {
+        s.model_a: s for s in result.scores if s.model_b == REFERENCE and s.metric == "mutual_knn"
+    }
+    expected = rank_ranges(
+        {m: s.value for m, s in ref.items()}, {m: s.replicates for m, s in ref.items()}, 64
+    )
+    rows = table_rows(read(rich_site, "index.html"), "language-table")
+    for row in rows:
+        model = re.search(r'models/[^"]+\.html">([^<]+)<', row).group(1)
+        assert f">{format_rank(expected[model])}</td>" in row, model
+
+
+def test_headline_on_the_front_page(rich_site, site, tmp_path):
+    # at the minimum (4 models with bpb, FAST's minimum 4): the fit and the finding in numbers
+    html = read(site, "index.html")
+    alt = re.search(r'<figure id="headline">\s*<img[^>]*alt="([^"]+)"', html).group(1)
+    assert "against bits per byte for 4 language models: Pearson r = -" in alt
+    assert re.search(r"r = -\d\.\d\d \[-?\d\.\d\d, -?\d\.\d\d\]", alt)  # with its interval
+    svg = read(site, "figures/headline-wit_1024-n64-mutual_knn.svg")
+    assert "least-squares fit" in svg and "untrained (random-init control): 0.060" in svg
+    assert "headline" not in read(site, "board-wit_1024-n64-mutual_knn.html")  # front only
+    # below the minimum (the default 5): the points with their values, no fit, and why;
+    # neither the language control (a floor) nor a model without a reference score is a point
+    html = read(rich_site, "index.html")
+    alt = re.search(r'<figure id="headline">\s*<img[^>]*alt="([^"]+)"', html).group(1)
+    assert "for 4 language models: bigscience/bloomz-7b1 0.250 at 0.85 bpb;" in alt
+    assert "No fit line" in alt and "bloomz-560m.random" not in alt and "lonely" not in alt
+    assert "this site shows a correlation from 5 models on" in html
+    svg = read(rich_site, "figures/headline-wit_1024-n64-mutual_knn.svg")
+    assert "least-squares fit" not in svg and "chance (shuffled captions): 0.050" in svg
+    result = make_result()
+    settings = SiteSettings(reference_vision="*dinov2*", bootstrap_resamples=200)
+    # fewer than two with bpb: the explicit box, how many and how to add them
+    for m in result.models:
+        if m.id != "bigscience/bloomz-7b1":
+            m.bpb = None
+    write_result(result, tmp_path / "r1")
+    build_site([tmp_path / "r1"], tmp_path / "s1", settings)
+    html = read(tmp_path / "s1", "index.html")
+    assert '<div id="headline" class="note headline-empty">' in html
+    assert "1 of the 4 language models ranked against" in html and "prh-bench run --models" in html
+    assert not list((tmp_path / "s1" / "figures").glob("headline-*"))
+
+
+def test_downstream_page_is_honest_at_small_numbers(rich_site):
+    html = read(rich_site, "downstream-wit_1024-n64-mutual_knn.html")
+    # hellaswag: 4 trained ranked models (below 5): points with values, no fit, no interval
+    section = html.split('id="ds-hellaswag"', 1)[1].split("</section>", 1)[0]
+    assert "below the minimum of 5, so no fit line and no correlation" in section
+    points = table_rows(section, "points-hellaswag")
+    assert (
+        len(points) == 4 and "0.460" in points[0] and '<span class="ci">[0.230, 0.270]' in points[0]
+    )
+    dropped = section.split('class="dropped"', 1)[1]
+    assert "lonely-lm</a>: no mutual_knn score against " + REFERENCE + ", no hellaswag" in dropped
+    assert 'bloomz-560m.random</a> <span class="badge">control</span>: a random-init' in dropped
+    svg = read(rich_site, "figures/scatter-wit_1024-n64-mutual_knn-hellaswag.svg")
+    assert "least-squares fit" not in svg and "too few models" in svg
+    # bpb: 4 ranked plus lonely-lm's value listed with the reason it is out
+    section = html.split('id="ds-bpb"', 1)[1].split("</section>", 1)[0]
+    assert "(its bpb is 0.800)" in section
+    assert "correlation-table" not in html  # no correlation at all below the minimum
+    data = json.loads(read(rich_site, "data/leaderboard.json"))
+    assert all(not b["correlations"] for b in data["boards"])
+
+
+def test_controls_are_linked_explicitly_and_model_pages_say_where_weights_come_from(rich_site):
+    rows = {r: r for r in table_rows(read(rich_site, "index.html"), "vision-table")}
+    mae = next(r for r in rows if MAE in r)
+    control_cell = re.findall(r'<td class="num floor secondary"[^>]*>([^<]*)<', mae)[-1]
+    assert control_cell == "—"  # same family and size as the reference, yet not its control
+    ref = next(r for r in rows if f"{REFERENCE}.html" in r)
+    # the mean over the language models (the language control's 0.03 among them)
+    assert re.findall(r'<td class="num floor secondary"[^>]*>([^<]*)<', ref)[-1] == "0.054"
+    page = read(rich_site, "models/bigscience--bloomz-7b1.html")
+    for fact in (
+        "<dt>Weights from</dt><dd>hf:bigscience/bloomz-7b1</dd>",
+        "<dt>Revision</dt><dd>0123abcd</dd>",
+        "<dt>Quantisation</dt><dd>GGUF Q4_K_M, dequantised to float32</dd>",
+        "<dt>Notes</dt><dd>instruction-tuned</dd>",
+        'href="https://huggingface.co/bigscience/bloomz-7b1"',
+    ):
+        assert fact in page, fact
+    control = read(rich_site, f"models/{slugify(REFERENCE + '.random')}.html")
+    assert f'<dt>Control of</dt><dd><a href="../models/{slugify(REFERENCE)}.html">' in control
+    reference = read(rich_site, f"models/{slugify(REFERENCE)}.html")
+    assert "<dt>Random-init control</dt>" in reference
+    assert "<dt>Random-init control</dt>" not in read(rich_site, f"models/{slugify(MAE)}.html")
+    models = read(rich_site, "models.html")
+    assert '<td class="secondary">GGUF Q4_K_M, dequantised to float32</td>' in models
+
+
+def test_control_for_uses_control_of_and_never_family_and_size():
+    from prh_bench.results import Results
+    from prh_bench.site.model import control_for, make_datasets
+
+    result = make_rich_result()
+    [ds] = make_datasets(Results([(Path("x.json"), result)]))
+    assert control_for(ds, ds.models[REFERENCE]).id == f"{REFERENCE}.random"
+    assert control_for(ds, ds.models[MAE]) is None
+    # an explicit control_of wins over the id: the control belongs to the model it names
+    ds.models[f"{REFERENCE}.random"].control_of = MAE
+    assert control_for(ds, ds.models[REFERENCE]) is None
+    assert control_for(ds, ds.models[MAE]).id == f"{REFERENCE}.random"
+
+
+def test_history_page_shows_what_changed_between_the_latest_two_runs(tmp_path):
+    old = make_result("20260101T000000Z-old")
+    new = make_result("20260102T000000Z-new")
+    new.created = "2026-01-02T00:00:00+00:00"
+    new.git_commit = "fedcba9876543210fedcba9876543210fedcba98"
+    moved = next(s for s in new.scores if s.model_a == "bigscience/bloomz-7b1")
+    moved.value += 0.05
+    extra = _model("vit_giant_patch14_dinov2.lvd142m", "vision", 4, 10**9)
+    new.models.append(extra)
+    new.scores.append(
+        ScoreRecord(
+            model_a="bigscience/bloomz-7b1",
+            model_b=extra.id,
+            metric="mutual_knn",
+            params={"topk": 10},
+            value=0.3,
+            best_index=(0, 0),
+            matrix=[[0.3]],
+            preprocessing={"q": 0.95},
+        )
+    )
+    for r in (old, new):
+        write_result(r, tmp_path / "r" / r.run_id)
+    build_site([tmp_path / "r"], tmp_path / "s", FAST)
+    html = read(tmp_path / "s", "history.html")
+    runs = table_rows(html, "history-wit_1024-n64")
+    assert "20260102T000000Z-new" in runs[0] and "fedcba987654" in runs[0]  # newest first
+    assert "20260101T000000Z-old" in runs[1]
+    assert "Models added: vit_giant_patch14_dinov2.lvd142m." in html
+    assert "Models removed: none." in html
+    assert "Scores that moved by more than 0.01: 1 of the 24 both runs have." in html
+    changes = table_rows(html, "changes-wit_1024-n64")
+    assert len(changes) == 2
+    assert "+0.050" in changes[0] and "moved" in changes[0] and REFERENCE in changes[0]
+    assert "new" in changes[1] and "vit_giant" in changes[1]
+    # both runs stay published
+    assert (tmp_path / "s/data/runs/wit_1024-n64/20260101T000000Z-old.json").exists()
+    assert 'href="history.html#wit_1024-n64"' in read(tmp_path / "s", "index.html")
+
+
+def test_history_page_says_when_runs_cannot_be_compared(tmp_path):
+    old = make_result("20260101T000000Z-old")
+    new = make_result("20260102T000000Z-new")
+    new.created = "2026-01-02T00:00:00+00:00"
+    new.dataset.content_hash = "cd" * 32  # other samples, same id and N
+    for r in (old, new):
+        write_result(r, tmp_path / "r" / r.run_id)
+    build_site([tmp_path / "r"], tmp_path / "s", FAST)
+    html = read(tmp_path / "s", "history.html")
+    assert "Scores not compared: the baseline is on dataset wit_1024" in html
+
+
+def test_committed_results_show_the_headline_and_both_bpb_points(tmp_path):
+    from conftest import ROOT
+
+    settings = load_settings(ROOT / "leaderboard" / "site.toml")
+    build_site([ROOT / "leaderboard" / "results"], tmp_path / "site", settings)
+    index = read(tmp_path / "site", "index.html")
+    alt = re.search(r'<figure id="headline">\s*<img[^>]*alt="([^"]+)"', index).group(1)
+    assert "SmolLM2-135M-Instruct" in alt and "gemma-3-270m" in alt and "No fit line" in alt
+    assert "EfficientNet-Lite2" in index and "stands in" in index  # why this reference
+    assert "not the paper&#39;s Wikipedia photos" in index
+    html = read(tmp_path / "site", "downstream-openclipart-1024-n1024-mutual_knn.html")
+    points = table_rows(html, "points-bpb")
+    assert len(points) == 2 and "3.276" in points[0] and "2.970" in points[1]
+    assert "all-MiniLM-L6-v2</a>: no bpb value" in html
+    assert "correlation-table" not in html
+
+
+def test_site_settings_for_the_content(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(
+        "[site]\ncorrelation_min_models = 6\nhistory_tolerance = 0\n"
+        'reference_reason = "why"\n[site.datasets]\n"wit_1024" = "photos"\n'
+    )
+    settings = load_settings(path)
+    assert settings.correlation_min_models == 6 and settings.history_tolerance == 0.0
+    assert settings.datasets == {"wit_1024": "photos"} and settings.reference_reason == "why"
+    path.write_text("correlation_min_models = 2\n")
+    with pytest.raises(LeaderboardError, match="correlation_min_models must be >= 3"):
+        load_settings(path)
+    path.write_text("[datasets]\nwit_1024 = 3\n")
+    with pytest.raises(LeaderboardError, match=r"datasets\.wit_1024 must be a string"):
+        load_settings(path)
+
+
+def test_every_built_in_metric_has_plain_words_and_a_formula():
+    from prh_bench.registry import get_registry
+    from prh_bench.site.explain import METRICS, metric_text
+
+    names = {entry.id for entry in get_registry("metric")}
+    assert names and names <= set(METRICS), names - set(METRICS)
+    for name in names:
+        text = metric_text(name)
+        assert text.plain != name and text.meaning and text.formula and text.scale
+    assert "unknown" not in metric_text("mutual_knn").formula
+    assert metric_text("no-such-metric").meaning.startswith("a metric from a plugin")

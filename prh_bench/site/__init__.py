@@ -7,16 +7,22 @@ click-to-sort):
 
 - ``index.html`` and ``board-<dataset>-<metric>.html``: language models ranked by alignment to
   a reference vision model, vision models ranked by mean alignment to the language models,
-  each score beside its floors (the shuffled-pairs null and the random-init control);
+  each score with its interval, honest score and rank range, beside its floors (the
+  shuffled-pairs null and the random-init control), under a "how to read this" panel; the
+  front page also carries the headline (alignment against bits per byte);
 - ``matrix-<dataset>-<metric>.html``: the language x vision alignment matrix as a heatmap;
 - ``downstream-<dataset>-<metric>.html``: alignment versus downstream scores (bpb, HellaSwag,
-  ...), scatter plots with a fit line and Pearson r / Spearman rho with bootstrap intervals,
-  computed by ``prh_bench.correlate`` as ``prh-bench correlate`` does;
+  ...): every point with its value, the models left out and why, and from a minimum number of
+  models a fit line and Pearson r / Spearman rho with bootstrap intervals, computed by
+  ``prh_bench.correlate`` as ``prh-bench correlate`` does;
 - ``models/<slug>.html``: one page per model; ``models.html`` lists them;
+- ``history.html``: every run, and what changed between the latest two (``prh-bench check``);
 - ``data.html`` with ``data/scores.csv``, ``data/leaderboard.json`` and the raw result files.
 
-One room per concern: ``settings`` (site.toml), ``model`` (boards and rows), ``figures``
-(matplotlib SVGs), ``build`` (rendering, data files, the atomic swap), ``serve`` (preview).
+One room per concern: ``settings`` (site.toml), ``model`` (boards and rows), ``downstream``
+(downstream sections, the headline), ``explain`` (plain texts), ``history`` (runs compared),
+``figures`` (matplotlib SVGs), ``build`` (rendering, data files, the atomic swap), ``serve``
+(preview).
 """
 
 from __future__ import annotations

@@ -24,16 +24,22 @@ from urllib.parse import urlsplit
 from ..correlate import format_interval, is_control
 from ..provenance import git_commit
 from ..results import Results, ResultsError, expand_paths
+from ..stats import format_rank
 from ..storage import slug, writing
-from .figures import draw_heatmap, draw_scatter
+from .downstream import add_correlations, make_headline
+from .explain import dataset_text, metric_text
+from .figures import draw_headline, draw_heatmap, draw_scale, draw_scatter
+from .history import make_history
 from .model import (
     Board,
     Dataset,
-    add_correlations,
+    Row,
+    controls_of,
     default_board,
     make_board,
     make_datasets,
     model_entries,
+    owner_of,
     pick_reference,
 )
 from .settings import DEFAULT_RESULTS, LeaderboardError, SiteSettings
@@ -71,6 +77,18 @@ def _sort_value(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     return repr(float(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def _p_value(value: float | None, permutations: int | None = None, floor: bool = False) -> str:
+    """A permutation p-value; at the floor (no permutation reached the score) the bound it
+    is, ``<= 1/(B+1)``, never a number that looks exact."""
+    if floor and permutations:
+        return f"<= 1/{permutations + 1}"
+    return _fmt(value, 3)
+
+
+def _signed(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
 def _params(value: int | None) -> str:
@@ -114,6 +132,9 @@ def make_environment(
             "params": _params,
             "slug": slug,
             "interval": format_interval,
+            "p_value": _p_value,
+            "rank_range": format_rank,
+            "signed": _signed,
         }
     )
     env.filters.setdefault("model_url", lambda model: None)  # plugins may give a real one
@@ -151,6 +172,11 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
         "null_std",
         "p_value",
         "run_id",
+        "p_at_floor",
+        "permutations",
+        "ci_low",
+        "ci_high",
+        "honest",
     ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -174,6 +200,11 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
                     "null_std": s.null_std,
                     "p_value": s.p_value,
                     "run_id": s.run_id,
+                    "p_at_floor": s.at_floor if s.p_value is not None else None,
+                    "permutations": s.permutations,
+                    "ci_low": s.interval[0] if s.interval else None,
+                    "ci_high": s.interval[1] if s.interval else None,
+                    "honest": s.honest,
                 }
                 records.append(row)
                 writer.writerow([_csv_cell(row[f]) for f in fields_])
@@ -183,11 +214,15 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
             "n": b.dataset.n,
             "metric": b.metric.key,
             "reference_vision": b.reference.id if b.reference else None,
+            "reference_control": b.reference_control.id if b.reference_control else None,
+            "chance": b.chance,
+            "untrained": b.untrained,
             "language_ranking": [
                 {
                     "rank": r.rank,
                     "model": r.model.id,
                     "value": r.value,
+                    **_uncertainty(r),
                     "null_mean": r.null_mean,
                     "control": r.control,
                     "control_model": r.control_model,
@@ -199,6 +234,7 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
                     "rank": r.rank,
                     "model": r.model.id,
                     "mean_value": r.value,
+                    **_uncertainty(r),
                     "n": r.n,
                     "null_mean": r.null_mean,
                     "control": r.control,
@@ -220,6 +256,7 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
                     )
                 }
                 for c in b.correlations
+                if c.record is not None  # below the minimum of models: no correlation
             ],
         }
         for b in boards
@@ -228,6 +265,16 @@ def _data_files(datasets: list[Dataset], boards: list[Board]) -> dict[str, bytes
     return {
         "data/scores.csv": buffer.getvalue().encode(),
         "data/leaderboard.json": (json.dumps(doc, indent=1) + "\n").encode(),
+    }
+
+
+def _uncertainty(row: Row) -> dict[str, Any]:
+    return {
+        "interval": list(row.interval) if row.interval else None,
+        "honest": row.honest,
+        "rank_range": list(row.rank_range) if row.rank_range else None,
+        "p_value": row.p_value,
+        "p_at_floor": row.at_floor if row.p_value is not None else None,
     }
 
 
@@ -339,10 +386,17 @@ def build_site(
         if b.language_rows or b.vision_rows:
             b.heatmap = f"figures/heatmap-{b.slug}.svg"
             out[b.heatmap] = draw_heatmap(b)
-        add_correlations(b, settings.bootstrap_resamples)
+        if b.language_rows:
+            b.scale_figure = f"figures/scale-{b.slug}.svg"
+            out[b.scale_figure] = draw_scale(b)
+        add_correlations(b, settings.bootstrap_resamples, settings.correlation_min_models)
         for corr in b.correlations:
             if corr.figure:  # a saved correlation has no points to draw
                 out[corr.figure] = draw_scatter(b, corr)
+    headline = make_headline(default, settings.correlation_min_models)
+    if headline.figure:
+        out[headline.figure] = draw_headline(headline)
+    histories = [make_history(ds, settings.history_tolerance) for ds in datasets]
     out.update(_data_files(datasets, boards))
     for ds in datasets:
         for path, run in ds.merged.runs:
@@ -355,6 +409,11 @@ def build_site(
         "boards": boards,
         "default_board": default,
         "models": models,
+        "histories": histories,
+        "metric_texts": {b.metric.name: metric_text(b.metric.name) for b in boards},
+        "dataset_texts": {ds.id: dataset_text(ds.id, settings.datasets) for ds in datasets},
+        "controls_of": controls_of,
+        "owner_of": owner_of,
         "build": {
             "version": _version(),
             "date": _build_date(),
@@ -368,15 +427,16 @@ def build_site(
         html = env.get_template(template).render(**common, **context, root=root, page=page)
         out[page] = html.encode()
 
-    render("board.html", "index.html", board=default)
+    render("board.html", "index.html", board=default, headline=headline)
     for b in boards:
-        render("board.html", f"board-{b.slug}.html", board=b)
+        render("board.html", f"board-{b.slug}.html", board=b, headline=None)
         render("matrix.html", f"matrix-{b.slug}.html", board=b)
         render("downstream.html", f"downstream-{b.slug}.html", board=b)
     render("models.html", "models.html")
     for m in models:
         render("model.html", f"models/{m.slug}.html", entry=m)
     render("data.html", "data.html")
+    render("history.html", "history.html")
     static = _static_files()
     out.update(static)
     out[SITE_MARKER] = b"built by prh-bench leaderboard build; may be replaced by it\n"

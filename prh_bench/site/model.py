@@ -11,14 +11,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..correlate import (
-    correlate_alignment,
-    downstream_scores,
-    is_control,
-    largest,
-    reference_matches,
+from ..correlate import is_control, largest, reference_matches
+from ..results import (
+    CorrelationRecord,
+    DatasetResults,
+    ModelRecord,
+    NullRecord,
+    Results,
+    RunResult,
 )
-from ..results import CorrelationRecord, DatasetResults, ModelRecord, Results, RunResult
+from ..stats import Z95, at_floor, jackknife_factor, rank_ranges
 from ..storage import slug
 
 
@@ -35,6 +37,15 @@ class Score:
     null_std: float | None
     p_value: float | None
     run_id: str
+    # the statistics of the run (None where the run has none: version 1, --replicates 0)
+    permutations: int | None = None
+    at_floor: bool = False  # no permutation reached the score: p <= 1 / (permutations + 1)
+    interval: tuple[float, float] | None = None
+    honest: float | None = None
+    replicates: list[float] = field(default_factory=list)
+    # the half-samples the replicates were scored on (stats.half_samples of N, the number of
+    # replicates and the seed, on the same samples): equal keys, equal subsets
+    subsets: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -125,9 +136,27 @@ def make_datasets(results: Results) -> list[Dataset]:
                     null_std=null.std if null else None,
                     p_value=null.p_value if null else None,
                     run_id=run.run_id,
+                    permutations=null.permutations if null else None,
+                    at_floor=_at_floor(null),
+                    interval=score.interval,
+                    honest=score.honest,
+                    replicates=list(score.replicates),
+                    subsets=_subsets(run) if score.replicates else None,
                 )
         out.append(ds)
     return out
+
+
+def _subsets(run: RunResult) -> tuple[Any, ...]:
+    d = run.dataset
+    return (d.n, run.replicates, run.config.get("seed"), d.content_hash)
+
+
+def _at_floor(null: NullRecord | None) -> bool:
+    """Whether no permutation reached the score (schema-2 files say it; older ones by p)."""
+    if null is None:
+        return False
+    return null.at_floor if null.at_floor is not None else at_floor(null.p_value, null.permutations)
 
 
 def pick_reference(ds: Dataset, pattern: str) -> ModelRecord | None:
@@ -135,15 +164,49 @@ def pick_reference(ds: Dataset, pattern: str) -> ModelRecord | None:
     return largest(reference_matches(ds.models.values(), pattern))
 
 
+def _belongs(control: ModelRecord, model: ModelRecord) -> bool:
+    if control.control_of is not None:  # schema 3: the adapter says whose control it is
+        return control.control_of == model.id
+    # older files: the id is the model's plus a suffix
+    return _CONTROL_SUFFIX.sub("", control.id) == model.id
+
+
+_CONTROL_SUFFIX = re.compile(r"[._-](random|random-init|rand|init)$")
+
+
+def controls_of(ds: Dataset, model: ModelRecord) -> list[ModelRecord]:
+    """The random-init controls of ``model`` in ``ds``, by id: those whose ``control_of``
+    names it (schema 3), or, in files that predate that field, whose id is the model's plus
+    ``.random`` (or -random, _random, .rand, .init). Never a guess by family or size: two
+    models of one size are not the same network."""
+    return sorted(
+        (
+            m
+            for m in ds.models.values()
+            if is_control(m) and m.modality == model.modality and _belongs(m, model)
+        ),
+        key=lambda m: m.id,
+    )
+
+
+def owner_of(ds: Dataset, control: ModelRecord) -> str | None:
+    """The trained model a control belongs to: its ``control_of``, or (older files) the
+    model of ``ds`` whose id it extends; None for a model that is not a control."""
+    if not is_control(control):
+        return None
+    if control.control_of is not None:
+        return control.control_of
+    base = _CONTROL_SUFFIX.sub("", control.id)
+    return base if base != control.id and base in ds.models else None
+
+
 def control_for(ds: Dataset, model: ModelRecord) -> ModelRecord | None:
-    """The random-init control of a model: id ``<model>.random`` (or -random, _random), else
-    the control of the same family and size."""
-    controls = [m for m in ds.models.values() if is_control(m) and m.modality == model.modality]
-    for m in controls:
-        if re.sub(r"[._-](random|random-init|rand|init)$", "", m.id) == model.id:
-            return m
-    same = [m for m in controls if m.family == model.family and m.parameters == model.parameters]
-    return same[0] if len(same) == 1 else None
+    """The random-init control the boards compare ``model`` with (the first of
+    ``controls_of``), or None."""
+    if is_control(model):
+        return None
+    found = controls_of(ds, model)
+    return found[0] if found else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -175,17 +238,30 @@ class Row:
     layers: str  # "language layer, vision layer" (vision rows: mean over language models)
     n: int  # how many scores the value summarises
     is_control: bool
+    # uncertainty (None where the runs have none)
+    interval: tuple[float, float] | None = None
+    honest: float | None = None
+    rank_range: tuple[int, int] | None = None  # among this table's rows, at 95 %
+    permutations: int | None = None
+    at_floor: bool = False
+    replicates: list[float] = field(default_factory=list)
+    subsets: tuple[Any, ...] | None = None
 
 
 @dataclass
 class Correlation:
-    """A correlation record (the result schema's) as the downstream page shows it."""
+    """One downstream score against alignment, as the downstream page shows it: every point
+    with its value, the ranked models left out and why, and the correlation record only where
+    enough models have the score (``correlation_min_models``)."""
 
-    record: CorrelationRecord
-    figure: str  # "" for a saved correlation: its points are not in the results
+    name: str
     lower_is_better: bool
     points: dict[str, float]  # language model -> downstream value
+    record: CorrelationRecord | None  # None: too few models for a correlation
+    figure: str = ""  # "" for a saved correlation: its points are not in the results
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (model, why)
     saved_in: str | None = None  # the run whose file holds it (``prh-bench correlate --save``)
+    saved_models: list[str] = field(default_factory=list)  # the models of a saved correlation
 
 
 @dataclass
@@ -204,21 +280,76 @@ class Board:
     visions: list[str]  # matrix columns, best first
     matrix: list[list[float | None]]
     heat: list[list[int | None]]  # colour bins 0..9 of the matrix cells
+    intervals: list[list[tuple[float, float] | None]] = field(default_factory=list)
     correlations: list[Correlation] = field(default_factory=list)
     correlation_note: str = ""
     heatmap: str = ""
+    scale_figure: str = ""
+
+    @property
+    def chance(self) -> float | None:
+        """The chance level: the mean shuffled-pairs null of the (trained) language models'
+        scores."""
+        nulls = [
+            r.null_mean for r in self.language_rows if r.null_mean is not None and not r.is_control
+        ]
+        return _mean(nulls) if nulls else None
+
+    @property
+    def untrained(self) -> float | None:
+        """The untrained level: the (trained) language models' mean score against the
+        reference's random-init control."""
+        controls = [
+            r.control for r in self.language_rows if r.control is not None and not r.is_control
+        ]
+        return _mean(controls) if controls else None
+
+    @property
+    def permutations(self) -> int | None:
+        """The number of shuffles behind the language rows' p-values (None: none, or several)."""
+        found = {r.permutations for r in self.language_rows if r.permutations}
+        return found.pop() if len(found) == 1 else None
+
+    def value_of(self, model_id: str) -> float | None:
+        """A language model's score against the reference (None: it has none)."""
+        return next((r.value for r in self.language_rows if r.model.id == model_id), None)
 
 
-def _row(
-    rank: int, model: ModelRecord, scores: list[Score], control: list[Score], ctrl_id: str | None
-) -> Row:
+def _combined(scores: list[Score]) -> tuple[list[float], tuple[float, float] | None]:
+    """The replicates and 95 % interval of the mean of ``scores``: the mean on each shared
+    half-sample, spread as ``prh_bench.stats`` spreads one score. Empty and None unless all
+    were scored on the same subsets."""
+    keys = {s.subsets for s in scores}
+    if len(keys) != 1 or None in keys:
+        return [], None
+    reps = [_mean(list(col)) or 0.0 for col in zip(*(s.replicates for s in scores), strict=True)]
+    value = _mean([s.value for s in scores]) or 0.0
+    if len(reps) < 2:
+        return reps, None
+    centre = _mean(reps) or 0.0
+    sd = math.sqrt(sum((r - centre) ** 2 for r in reps) / (len(reps) - 1))
+    se = jackknife_factor(scores[0].subsets[0]) * sd  # type: ignore[index]
+    interval = (value - Z95 * se, value + Z95 * se)
+    # scores near the float range's ends overflow the spread: no interval rather than inf
+    return reps, interval if all(map(math.isfinite, interval)) else None
+
+
+def _row(model: ModelRecord, scores: list[Score], control: list[Score], ctrl_id: str | None) -> Row:
     nulls = [s.null_mean for s in scores if s.null_mean is not None]
     stds = [s.null_std for s in scores if s.null_std is not None]
     ps = [s.p_value for s in scores if s.p_value is not None]
+    honest = [s.honest for s in scores if s.honest is not None]
     one = len(scores) == 1
     layers = f"{scores[0].layer_a}, {scores[0].layer_b}" if one else f"{len(scores)} pairs"
+    if one:
+        replicates, interval = scores[0].replicates, scores[0].interval
+    else:
+        replicates, interval = _combined(scores)
+    perms = {s.permutations for s in scores}
+    # the largest p is at the floor only if every p is, with the same B
+    floor = len(perms) == 1 and all(s.at_floor for s in scores)
     return Row(
-        rank=rank,
+        rank=0,
         model=model,
         slug=slug(model.id),
         value=_mean([s.value for s in scores]) or 0.0,
@@ -230,7 +361,34 @@ def _row(
         layers=layers,
         n=len(scores),
         is_control=is_control(model),
+        interval=interval,
+        honest=_mean(honest) if len(honest) == len(scores) else None,
+        permutations=next(iter(perms)) if len(perms) == 1 else None,
+        at_floor=floor,
+        replicates=replicates,
+        subsets=scores[0].subsets if replicates else None,
     )
+
+
+def rank(rows: list[Row]) -> None:
+    """Sort rows best first, number them, and give each its 95 % rank range among them
+    (``prh_bench.stats.rank_ranges``, from the replicates, when every row was scored on the
+    same half-samples; otherwise none)."""
+    rows.sort(key=lambda r: (-r.value, r.model.id))
+    for i, r in enumerate(rows, 1):
+        r.rank = i
+    keys = {r.subsets for r in rows}
+    if len(rows) < 2 or len(keys) != 1 or None in keys:
+        for r in rows:
+            r.rank_range = (1, 1) if len(rows) == 1 and r.replicates else None
+        return
+    ranges = rank_ranges(
+        {r.model.id: r.value for r in rows},
+        {r.model.id: r.replicates for r in rows},
+        rows[0].subsets[0],  # type: ignore[index]
+    )
+    for r in rows:
+        r.rank_range = ranges[r.model.id]
 
 
 def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
@@ -251,14 +409,13 @@ def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
         mine = [scores[(lm, v)] for lm in languages if (lm, v) in scores]
         if not mine:
             continue
-        ctrl = control_for(ds, models[v]) if not is_control(models[v]) else None
+        ctrl = control_for(ds, models[v])
         ctrl_scores = [
             scores[(s.model_a, ctrl.id)] for s in mine if ctrl and (s.model_a, ctrl.id) in scores
         ]
-        vision_rows.append(_row(0, models[v], mine, ctrl_scores, ctrl.id if ctrl else None))
-    vision_rows.sort(key=lambda r: (-r.value, r.model.id))
-    for i, r in enumerate(vision_rows, 1):
-        r.rank = i
+        vision_rows.append(_row(models[v], mine, ctrl_scores, ctrl.id if ctrl else None))
+    rank(vision_rows)
+    for r in vision_rows:
         if r.n > 1:
             r.layers = f"mean of {r.n}"
     if reference is None:
@@ -273,16 +430,13 @@ def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
             ctrl = [scores[(lm, ref_ctrl.id)]] if ref_ctrl and (lm, ref_ctrl.id) in scores else []
             language_rows.append(
                 _row(
-                    0,
                     models[lm],
                     [scores[(lm, reference.id)]],
                     ctrl,
                     ref_ctrl.id if ref_ctrl else None,
                 )
             )
-    language_rows.sort(key=lambda r: (-r.value, r.model.id))
-    for i, r in enumerate(language_rows, 1):
-        r.rank = i
+    rank(language_rows)
     # the matrix: language models (best first) x vision models (best first)
     row_ids = [r.model.id for r in language_rows] + [
         lm
@@ -290,9 +444,8 @@ def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
         if lm not in {r.model.id for r in language_rows} and any((lm, v) in scores for v in visions)
     ]
     col_ids = [r.model.id for r in vision_rows]
-    matrix = [
-        [scores[(a, b)].value if (a, b) in scores else None for b in col_ids] for a in row_ids
-    ]
+    cells = [[scores.get((a, b)) for b in col_ids] for a in row_ids]
+    matrix = [[None if s is None else s.value for s in row] for row in cells]
     present = [x for row in matrix for x in row if x is not None]
     lo, hi = (min(present), max(present)) if present else (0.0, 1.0)
     heat = [[None if x is None else heat_bin(x, lo, hi) for x in row] for row in matrix]
@@ -309,63 +462,8 @@ def make_board(ds: Dataset, metric: Metric, reference_pattern: str) -> Board:
         visions=col_ids,
         matrix=matrix,
         heat=heat,
+        intervals=[[None if s is None else s.interval for s in row] for row in cells],
     )
-
-
-def add_correlations(board: Board, resamples: int) -> None:
-    """Correlate alignment to the reference with each downstream score known for >= 3 of the
-    ranked language models (``prh_bench.correlate``, the same function as ``correlate``)."""
-    if board.reference is None:
-        board.correlation_note = "No reference vision model: nothing to correlate."
-        return
-    alignment = {r.model.id: r.value for r in board.language_rows}
-    downstream = {r.model.id: downstream_scores(r.model) for r in board.language_rows}
-    records = correlate_alignment(
-        alignment, downstream, board.reference.id, board.metric.key, resamples=resamples
-    )
-    for record in records:
-        name = record.downstream
-        board.correlations.append(
-            Correlation(
-                record=record,
-                figure=f"figures/scatter-{board.slug}-{slug(name)}.svg",
-                lower_is_better=_lower_is_better(name),
-                points={m: downstream[m][name] for m in record.models},
-            )
-        )
-    board.correlations += saved_correlations(board, {r.downstream for r in records})
-    if not board.correlations:
-        board.correlation_note = (
-            f"A correlation needs a downstream score (bpb, HellaSwag, ...) for at least 3 of "
-            f"the language models ranked against {board.reference.id}; "
-            f"{len(board.language_rows)} are ranked and none has enough downstream scores."
-        )
-
-
-def _lower_is_better(name: str) -> bool:
-    return name == "bpb" or name.endswith("bpb") or "perplexity" in name
-
-
-def saved_correlations(board: Board, computed: set[str]) -> list[Correlation]:
-    """Correlations ``prh-bench correlate --save`` stored in the board's runs, for its
-    reference and metric, of downstream scores the site does not know itself (they came from
-    a ``--downstream`` CSV); of several runs, the latest one's record of a name wins."""
-    if board.reference is None:
-        return []
-    found: dict[str, Correlation] = {}
-    for run in board.dataset.runs:  # oldest first
-        for c in run.correlations:
-            same = c.vision_model == board.reference.id and c.metric == board.metric.key
-            if not same or c.downstream in computed:
-                continue
-            found[c.downstream] = Correlation(
-                record=c,
-                figure="",
-                lower_is_better=_lower_is_better(c.downstream),
-                points={},
-                saved_in=run.run_id,
-            )
-    return [found[name] for name in sorted(found)]
 
 
 def default_board(boards: list[Board], default_dataset: str | None, default_metric: str) -> Board:
@@ -418,11 +516,21 @@ def model_entries(datasets: list[Dataset], boards: list[Board]) -> list[ModelEnt
                             "partner_layers": prec.num_layers if prec else None,
                             "null_mean": s.null_mean,
                             "p_value": s.p_value,
+                            "permutations": s.permutations,
+                            "at_floor": s.at_floor,
+                            "interval": s.interval,
+                            "honest": s.honest,
                             "run_id": s.run_id,
                         }
                     )
             ranks = [
-                {"board": b, "rank": r.rank, "total": len(rows_), "kind": kind}
+                {
+                    "board": b,
+                    "rank": r.rank,
+                    "rank_range": r.rank_range,
+                    "total": len(rows_),
+                    "kind": kind,
+                }
                 for b in boards
                 if b.dataset is ds
                 for kind, rows_ in (("language", b.language_rows), ("vision", b.vision_rows))

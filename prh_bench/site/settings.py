@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,17 @@ class SiteSettings:
         "representations on paired image-caption data (Huh et al. 2024, arXiv:2405.07987)."
     )
     reference_vision: str = "*dinov2*"  # an id or a glob; the largest match is the reference
+    # why that model is the reference (the reading panel says it); "" says only which it is
+    reference_reason: str = ""
     default_metric: str = "mutual_knn"
     default_dataset: str | None = None  # a dataset id; None: the one with the most models
     bootstrap_resamples: int = 2000  # for the correlation intervals
+    # a correlation (its fit line and interval) is shown only from this many models on
+    correlation_min_models: int = 5
+    # dataset id -> what the data is, for the reading panel (else the dataset plugin's summary)
+    datasets: dict[str, str] = field(default_factory=dict)
+    # the history page's comparison of the latest run with the one before (prh-bench check)
+    history_tolerance: float = 0.01
     templates: str | None = None  # a folder of template overrides (relative to site.toml)
 
     def override(self, **values: Any) -> SiteSettings:
@@ -44,10 +52,20 @@ def load_settings(path: str | os.PathLike[str] | None) -> SiteSettings:
         return SiteSettings()
     path = Path(path)
     data, text = read_toml(path, "site", LeaderboardError)
-    expected = {
-        f.name: int if f.name == "bootstrap_resamples" else str for f in fields(SiteSettings)
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "bootstrap_resamples": int,
+        "correlation_min_models": int,
+        "datasets": dict,
+        "history_tolerance": (float, int),
     }
+    expected = {f.name: kinds.get(f.name, str) for f in fields(SiteSettings)}
     check_types(data, expected, path, text, LeaderboardError)
+    for ident, description in data.get("datasets", {}).items():
+        if not isinstance(description, str):
+            raise LeaderboardError(
+                f"{path}: datasets.{ident} must be a string (what the dataset is), "
+                f"got {description!r}"
+            )
     settings = SiteSettings(**data)
     if settings.templates is not None:
         folder = (path.parent / settings.templates).resolve()
@@ -60,4 +78,9 @@ def load_settings(path: str | os.PathLike[str] | None) -> SiteSettings:
         settings.templates = str(folder)
     if settings.bootstrap_resamples < 100:
         raise LeaderboardError(f"{path}: bootstrap_resamples must be >= 100")
+    if settings.correlation_min_models < 3:
+        raise LeaderboardError(f"{path}: correlation_min_models must be >= 3")
+    if settings.history_tolerance < 0:
+        raise LeaderboardError(f"{path}: history_tolerance must be >= 0")
+    settings.history_tolerance = float(settings.history_tolerance)
     return settings
