@@ -25,7 +25,7 @@ from ..correlate import format_interval, is_control
 from ..provenance import git_commit
 from ..results import Results, ResultsError, expand_paths
 from ..storage import slug, writing
-from .figures import draw_heatmap, draw_scatter
+from .figures import draw_heatmap, draw_scatter, heatmap_alt, scatter_alt
 from .model import (
     Board,
     Dataset,
@@ -114,6 +114,8 @@ def make_environment(
             "params": _params,
             "slug": slug,
             "interval": format_interval,
+            "heatmap_alt": heatmap_alt,  # alt texts that state what a figure shows
+            "scatter_alt": scatter_alt,
         }
     )
     env.filters.setdefault("model_url", lambda model: None)  # plugins may give a real one
