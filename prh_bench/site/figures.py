@@ -87,7 +87,7 @@ def _tex_safe(text: str) -> str:
     return text.replace("\\", "\\\\").replace("$", r"\$")
 
 
-LABEL_CHARS = 24  # a longer name is cut in a figure (the pages show it whole)
+LABEL_CHARS = 26  # a longer name is cut in a figure (the pages show it whole)
 
 
 def _short(text: str, limit: int = LABEL_CHARS) -> str:
@@ -200,7 +200,12 @@ def draw_heatmap(board: Board) -> bytes:
         )
         bar.set_ticks(edges[::5])
         bar.set_label(_label(f"{board.metric.key}, darker is more aligned", 44))
-        _unscaled_ticks(bar.ax.xaxis, e)
+        if e:
+            _unscaled_ticks(bar.ax.xaxis, e)
+        else:
+            from matplotlib.ticker import FuncFormatter
+
+            bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _number(v)))
     _annotate_cells(fig, ax, data, bins, e)
     return _svg(fig)
 
@@ -248,7 +253,7 @@ def family_styles(families: list[str]) -> dict[str, tuple[str, str]]:
 
 def place_labels(ax: Any, xs: Any, ys: Any, labels: list[str], order: list[int]) -> list[int]:
     """Label points beside themselves without overlaps: each point in ``order`` (the most
-    interesting first) takes the first of eight spots around it that is inside the axes and
+    interesting first) takes the first of twelve spots around it that is inside the axes and
     clear of every marker and earlier label, else stays unlabelled. Returns those indices."""
     import numpy as np
 
@@ -270,6 +275,10 @@ def place_labels(ax: Any, xs: Any, ys: Any, labels: list[str], order: list[int])
         (0, -8, "center", "top"),
         (10, 0, "left", "center"),
         (-10, 0, "right", "center"),
+        (8, 14, "left", "bottom"),  # further out, where the near spots are taken
+        (-8, 14, "right", "bottom"),
+        (8, -14, "left", "top"),
+        (-8, -14, "right", "top"),
     ]
     unlabelled = []
     for i in order:
