@@ -17,6 +17,7 @@ folder is printed at the end of the session.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import threading
@@ -50,10 +51,16 @@ def _find_chromium() -> str | None:
 
 
 CHROMIUM = _find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not installed (apt-get install chromium); the browser tests need it",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium is not installed (apt-get install chromium); the browser tests need it",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None,
+        reason="playwright is not installed (pip install -e '.[test]'); the browser tests need it",
+    ),
+]
 # a closed network makes chromium slow unless its background services are off
 CHROMIUM_ARGS = [
     "--headless",

@@ -283,6 +283,7 @@ def place_labels(ax: Any, xs: Any, ys: Any, labels: list[str], order: list[int])
     unlabelled = []
     for i in order:
         for dx, dy, ha, va in spots:
+            far = abs(dy) > 10  # a label further out is tied to its point by a thin line
             text = ax.annotate(
                 labels[i],
                 (xs[i], ys[i]),
@@ -291,6 +292,7 @@ def place_labels(ax: Any, xs: Any, ys: Any, labels: list[str], order: list[int])
                 ha=ha,
                 va=va,
                 color=TEXT_DARK,
+                arrowprops={"arrowstyle": "-", "color": "#5b6475", "lw": 0.6} if far else None,
             )
             text.set_in_layout(False)  # labels must not move the axes they were placed in
             box = text.get_window_extent(renderer).padded(2)
