@@ -28,7 +28,7 @@ from ..stats import format_rank
 from ..storage import slug, writing
 from .downstream import add_correlations, make_headline
 from .explain import dataset_text, metric_text
-from .figures import draw_headline, draw_heatmap, draw_scale, draw_scatter
+from .figures import draw_headline, draw_heatmap, draw_scale, draw_scatter, heatmap_alt, scatter_alt
 from .history import make_history
 from .model import (
     Board,
@@ -135,6 +135,8 @@ def make_environment(
             "p_value": _p_value,
             "rank_range": format_rank,
             "signed": _signed,
+            "heatmap_alt": heatmap_alt,  # alt texts that state what a figure shows
+            "scatter_alt": scatter_alt,
         }
     )
     env.filters.setdefault("model_url", lambda model: None)  # plugins may give a real one
