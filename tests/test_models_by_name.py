@@ -251,6 +251,92 @@ def test_open_clip_checkpoint_names_both_towers(tmp_path):
         get_model("open_clip:ViT-B-33/laion2b_s34b_b79k/image")
 
 
+# --------------------------------------------------------------------------- gguf:
+
+
+def write_tiny_gguf(path) -> None:
+    """A seeded 2-layer Llama in float32 with a byte-level tokenizer, as a GGUF file."""
+    import gguf
+    import numpy as np
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokens = ["<s>", "</s>", *bytes_to_unicode().values(), "re"]
+    config = LlamaConfig(
+        vocab_size=len(tokens),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(32)
+    writer.add_block_count(2)
+    writer.add_feed_forward_length(64)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3] + [1] * (len(tokens) - 2))
+    writer.add_token_merges(["r e"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    for name, tensor in model.state_dict().items():
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        writer.add_tensor(gguf_name, tensor.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_file_is_dequantised_once_and_extracts_like_transformers_reads_it(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path / "models" / "tiny.gguf"
+    path.parent.mkdir()
+    write_tiny_gguf(path)
+    model = get_model(f"gguf:{path}?batch_size=2")
+    assert model.id == f"gguf:{path.resolve()}?batch_size=2" and model.batch_size == 2
+    assert model.metadata.quantisation == "GGUF ALL_F32, dequantised to float32"
+    assert model.metadata.source == str(path.resolve()) and model.availability() == (True, "")
+    assert model.weights_revision().startswith("sha256-")
+    assert same_adapter(get_model(model.id), model)
+
+    ds = TinyDataset(n=4)
+    fs = extract_features(model, ds, cache_dir=tmp_path / "cache", progress=False, num_workers=0)
+    [converted] = (tmp_path / "cache" / "weights").glob("*/*/model.safetensors")
+    # transformers' own GGUF reader, without the safetensors copy in between
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    direct = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    loaded = HFLanguageAdapter("direct", source=path.parent).wrap(direct, tok, "cpu")
+    loaded.prepare_texts([ds[i].text for i in range(len(ds))])
+    with torch.inference_mode():
+        want, stats = loaded.encode(loaded.collator()([ds[i] for i in range(len(ds))]))
+    assert fs.num_layers == 3
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fs.layers, want, strict=True))
+    assert torch.allclose(fs.stats["bits_per_byte"], stats["bits_per_byte"], atol=1e-5)
+    # a second extraction (other samples) reads the converted folder: no second conversion
+    before = converted.stat().st_mtime_ns
+    extract_features(model, TinyDataset(n=3), cache_dir=tmp_path / "cache", progress=False)
+    assert converted.stat().st_mtime_ns == before
+
+
+def test_gguf_missing_file_is_one_line(tmp_path):
+    with pytest.raises(ModelError, match=r"there is no file .*nothing.gguf; gguf:FILE names"):
+        get_model(f"gguf:{tmp_path}/nothing.gguf")
+
+
 # --------------------------------------------------------------------------- selection
 
 

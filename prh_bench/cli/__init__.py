@@ -159,8 +159,7 @@ def models(modality: str | None, tags: tuple[str, ...], as_json: bool) -> None:
         return
     # the table keeps each reason's first clause; --json has the whole (what to install/fetch)
     shown = [
-        {**r, "tags": ",".join(r["tags"]), "available": r["available"].split("; ")[0]}
-        for r in rows
+        {**r, "tags": ",".join(r["tags"]), "available": r["available"].split("; ")[0]} for r in rows
     ]
     click.echo(_table(shown, "No models match."))
     if any(r["available"] != "yes" for r in rows):
@@ -343,8 +342,8 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
 @cli.command()
 @click.option(
     "--models",
-    help="all, offline, vision, language, a comma list of ids/tags, or a "
-    "glob such as 'vit_*'. [default: offline]",
+    help="all, offline, vision, language, a comma list of ids/tags, a glob such as 'vit_*', "
+    "or any model by name (hf:, timm:, open_clip:, gguf:; see below). [default: offline]",
 )
 @click.option("--dataset", help="Dataset id, local:PATH or a folder. [default: openclipart-1024]")
 @click.option(
@@ -438,6 +437,14 @@ def run(
     """Extract features, score every model pair with every metric, and write a result file.
 
     With no options: the offline suite on openclipart-1024 with mutual_knn (topk 10).
+
+    \b
+    Any model by name in --models (options after '?', joined by '&'; docs/models.md):
+      hf:ORG/NAME[@REVISION] | hf:PATH                     a transformers language model
+      timm:NAME | timm:FOLDER | timm:NAME?checkpoint=FILE  a timm vision model
+      open_clip:ARCH/PRETRAINED[/image|/text]              CLIP towers (tag or file)
+      gguf:FILE                                            a causal LM in a GGUF file
+      e.g. --models 'hf:./my-llama?pooling=last&batch_size=8,timm:vit_base_patch16_224'
     """
     from ..registry import get_registry
     from ..runner import RunConfig, load_config_file, summary_rows
