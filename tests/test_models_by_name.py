@@ -393,6 +393,14 @@ def test_run_models_by_name_through_the_cli(
     assert (score["model_a"], score["model_b"]) == (hf["id"], vit["id"])
     assert 0.0 <= score["value"] <= 1.0
 
+    # on the site, like a registered model: its own page with its source and revision
+    site = tmp_path / "site"
+    built = run_cli("leaderboard", "build", str(path), "-o", str(site), "--reference", vit["id"])
+    assert built.exit_code == 0, built.output
+    pages = {p.read_text() for p in (site / "models").glob("*.html")}
+    hf_page = next(p for p in pages if f'<h1 class="model-id">{hf["id"]}</h1>' in p)
+    assert hf["source"] in hf_page and hf["revision"] in hf_page
+
 
 def test_models_command_says_what_is_available_and_lists_the_prefixes(run_cli, monkeypatch):
     from prh_bench_plugins import offline_models
@@ -408,3 +416,14 @@ def test_models_command_says_what_is_available_and_lists_the_prefixes(run_cli, m
     table = run_cli("models").output
     assert "| available" in table and "hf:ORG/NAME[@REVISION] | hf:PATH" in table
     assert "timm:NAME | timm:FOLDER | timm:NAME?checkpoint=FILE" in table
+
+
+def test_site_links_a_hub_model_by_name_to_its_recorded_page():
+    from prh_bench.results import ModelRecord
+    from prh_bench_plugins.site_links import model_url
+
+    url = "https://huggingface.co/org/name"
+    by_name = ModelRecord(id="hf:org/name", modality="language", family="x", num_layers=1, url=url)
+    assert model_url(by_name) == url
+    local = ModelRecord(id="hf:/models/mine", modality="language", family="x", num_layers=1)
+    assert model_url(local) is None  # a local folder has no page
