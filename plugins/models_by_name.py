@@ -252,58 +252,69 @@ class TimmPrefix(ModelPrefix):
     summary = "any timm vision model: hub weights, a save_for_hf folder or a weights file"
 
     def open(self, argument: str, **options: Any) -> list[ModelAdapter]:
-        import timm
-
         options = typed_options(f"timm:{argument}", options)
         checkpoint = options.pop("checkpoint", None)
-        if os.path.isdir(argument) and checkpoint is None:
-            folder = Path(argument).resolve()
-            spec = model_spec("timm:", str(folder), options)
-            config = read_timm_folder(spec, folder)
-            arch = config["architecture"]
-            if not timm.is_model(arch):
-                raise ModelError(f"model '{spec}': timm {timm.__version__} has no model '{arch}'")
-            kind = timm_kind(arch)
-            adapter: TimmVisionAdapter = TimmFolderAdapter(folder, config, kind=kind, id=spec)
-            files, source = folder.glob("*.safetensors"), str(folder)
-        else:
-            if looks_like_path(argument):
-                raise ModelError(
-                    f"model 'timm:{argument}': there is no folder {argument}; timm:FOLDER names a "
-                    "folder that timm.models.save_for_hf wrote, timm:NAME a timm model name"
-                )
-            if not timm.is_model(argument):
-                close = difflib.get_close_matches(argument, timm.list_models(pretrained=True), 3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ModelError(
-                    f"model 'timm:{argument}': timm {timm.__version__} has no model "
-                    f"'{argument}'{hint}; timm.list_models('*vit*', pretrained=True) lists them"
-                )
+        if os.path.isdir(argument):
             if checkpoint is not None:
-                if not os.path.isfile(checkpoint):
-                    raise ModelError(
-                        f"model 'timm:{argument}': checkpoint {checkpoint} is not a file"
-                    )
-                checkpoint = str(Path(checkpoint).resolve())
-            spec = model_spec(
-                "timm:", argument, {**options, **({"checkpoint": checkpoint} if checkpoint else {})}
-            )
-            kind = timm_kind(argument)
-            adapter = TimmVisionAdapter(argument, kind=kind, checkpoint=checkpoint, id=spec)
-            hub = adapter.hub_repo() if checkpoint is None else None
-            if checkpoint is None and hub is None:
-                raise ModelError(
-                    f"model '{spec}': timm has no hub weights for '{argument}'; name a pretrained "
-                    "tag (timm.list_pretrained) or give ?checkpoint=FILE"
+                raise InvalidInputError(
+                    f"model 'timm:{argument}': ?checkpoint=FILE goes with timm:NAME (the "
+                    "architecture); a folder holds its own weights"
                 )
-            files = [checkpoint] if checkpoint else []
-            source = checkpoint or f"huggingface:{hub}"
-            if checkpoint:
-                adapter.metadata.url = None
+            adapter, files, source = self.open_folder(Path(argument).resolve(), options)
+        else:
+            adapter, files, source = self.open_name(argument, checkpoint, options)
         adapter.metadata.parameters = safetensors_parameters(files)
-        adapter.tags = ("by-name", kind)
-        rule = "CLS token of every block" if kind == "vit" else "spatial mean of every stage"
-        return [by_name(adapter, options, source=source, notes=f"timm {kind}: {rule}")]
+        adapter.tags = ("by-name", adapter.kind)
+        rule = "CLS token of every block" if adapter.kind == "vit" else "mean of every stage"
+        return [by_name(adapter, options, source=source, notes=f"timm {adapter.kind}: {rule}")]
+
+    def open_folder(self, folder: Path, options: dict[str, Any]) -> tuple[Any, Any, str]:
+        """A folder that timm.models.save_for_hf wrote: (adapter, weight files, source)."""
+        import timm
+
+        spec = model_spec("timm:", str(folder), options)
+        config = read_timm_folder(spec, folder)
+        arch = config["architecture"]
+        if not timm.is_model(arch):
+            raise ModelError(f"model '{spec}': timm {timm.__version__} has no model '{arch}'")
+        adapter = TimmFolderAdapter(folder, config, kind=timm_kind(arch), id=spec)
+        return adapter, folder.glob("*.safetensors"), str(folder)
+
+    def open_name(
+        self, name: str, checkpoint: str | None, options: dict[str, Any]
+    ) -> tuple[Any, Any, str]:
+        """A timm model name, with its hub weights or a checkpoint file."""
+        import timm
+
+        if looks_like_path(name):
+            raise ModelError(
+                f"model 'timm:{name}': there is no folder {name}; timm:FOLDER names a folder "
+                "that timm.models.save_for_hf wrote, timm:NAME a timm model name"
+            )
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(pretrained=True), 3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ModelError(
+                f"model 'timm:{name}': timm {timm.__version__} has no model '{name}'{hint}; "
+                "timm.list_models('*vit*', pretrained=True) lists them"
+            )
+        if checkpoint is not None:
+            if not os.path.isfile(checkpoint):
+                raise ModelError(f"model 'timm:{name}': checkpoint {checkpoint} is not a file")
+            checkpoint = str(Path(checkpoint).resolve())
+        weights = {"checkpoint": checkpoint} if checkpoint else {}
+        spec = model_spec("timm:", name, {**options, **weights})
+        adapter = TimmVisionAdapter(name, kind=timm_kind(name), checkpoint=checkpoint, id=spec)
+        if checkpoint:
+            adapter.metadata.url = None
+            return adapter, [checkpoint], checkpoint
+        hub = adapter.hub_repo()
+        if hub is None:
+            raise ModelError(
+                f"model '{spec}': timm has no hub weights for '{name}'; name a pretrained tag "
+                "(timm.list_pretrained) or give ?checkpoint=FILE"
+            )
+        return adapter, [], f"huggingface:{hub}"
 
 
 # --------------------------------------------------------------------------- open_clip:

@@ -62,7 +62,8 @@ class SelectionError(PrhBenchError):
 class RunConfig:
     """Everything a run needs; `prh-bench run` flags and run.toml keys have the same names."""
 
-    models: str = "offline"  # all, offline, vision, language, a comma list of ids, or globs
+    # all, offline, vision, language, a comma list of ids, tags, globs or models by name (hf:...)
+    models: str = "offline"
     dataset: str = "openclipart-1024"
     metrics: list[str] = field(default_factory=lambda: ["mutual_knn"])
     topk: int = 10
