@@ -368,23 +368,27 @@ class OpenClipPrefix(ModelPrefix):
 # --------------------------------------------------------------------------- gguf:
 
 
-def gguf_quantisation(path: Path) -> str:
-    """The file's quantisation as its header names it (e.g. "MOSTLY_Q4_K_M")."""
+def gguf_facts(path: Path) -> tuple[str, int | None]:
+    """(the quantisation the file's header names, e.g. "MOSTLY_Q4_K_M"; its parameter count),
+    read from the header and tensor table only."""
     try:
         import gguf
 
-        field = gguf.GGUFReader(str(path)).get_field("general.file_type")
-        if field is None:
-            return "(type not stated)"
-        return gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
-    except Exception:  # noqa: BLE001 - a label only; loading reports a bad file properly
-        return "(type not read)"
+        reader = gguf.GGUFReader(str(path))
+        field = reader.get_field("general.file_type")
+        kind = "(type not stated)"
+        if field is not None:
+            kind = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
+        return kind, sum(int(t.n_elements) for t in reader.tensors)
+    except Exception:  # noqa: BLE001 - labels only; loading reports a bad file properly
+        return "(type not read)", None
 
 
 class GGUFFileAdapter(GGUFCausalAdapter):
     """A causal LM in a local GGUF file, converted like the offline suite's GGUF models."""
 
     def __init__(self, id: str, path: Path) -> None:
+        quantisation, parameters = gguf_facts(path)
         super().__init__(
             id,
             dist="gguf",
@@ -392,10 +396,10 @@ class GGUFFileAdapter(GGUFCausalAdapter):
             parameters=0,
             url="",
             batch_size=32,
-            quantisation=gguf_quantisation(path),
+            quantisation=quantisation,
         )
         self.path = path
-        self.metadata.parameters = None
+        self.metadata.parameters = parameters  # None when the header cannot be read
         self.metadata.url = None
         self.tags = ("by-name", "causal-lm", "gguf")
         self._fingerprint: str | None = None

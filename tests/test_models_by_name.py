@@ -254,8 +254,9 @@ def test_open_clip_checkpoint_names_both_towers(tmp_path):
 # --------------------------------------------------------------------------- gguf:
 
 
-def write_tiny_gguf(path) -> None:
-    """A seeded 2-layer Llama in float32 with a byte-level tokenizer, as a GGUF file."""
+def write_tiny_gguf(path) -> int:
+    """A seeded 2-layer Llama in float32 with a byte-level tokenizer, as a GGUF file; returns
+    its parameter count."""
     import gguf
     import numpy as np
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -298,6 +299,7 @@ def write_tiny_gguf(path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_gguf_file_is_dequantised_once_and_extracts_like_transformers_reads_it(tmp_path):
@@ -305,10 +307,11 @@ def test_gguf_file_is_dequantised_once_and_extracts_like_transformers_reads_it(t
 
     path = tmp_path / "models" / "tiny.gguf"
     path.parent.mkdir()
-    write_tiny_gguf(path)
+    parameters = write_tiny_gguf(path)
     model = get_model(f"gguf:{path}?batch_size=2")
     assert model.id == f"gguf:{path.resolve()}?batch_size=2" and model.batch_size == 2
     assert model.metadata.quantisation == "GGUF ALL_F32, dequantised to float32"
+    assert model.metadata.parameters == parameters
     assert model.metadata.source == str(path.resolve()) and model.availability() == (True, "")
     assert model.weights_revision().startswith("sha256-")
     assert same_adapter(get_model(model.id), model)
