@@ -430,3 +430,35 @@ def test_site_links_a_hub_model_by_name_to_its_recorded_page():
     assert model_url(by_name) == url
     local = ModelRecord(id="hf:/models/mine", modality="language", family="x", num_layers=1)
     assert model_url(local) is None  # a local folder has no page
+
+
+@pytest.mark.slow  # spawns two worker processes (each imports torch and the model libraries)
+def test_spawned_workers_reopen_models_by_name_from_their_ids(
+    tiny_llama, tiny_vit_folder, caption_folder, tmp_path
+):
+    from safetensors.torch import load_file
+
+    from prh_bench.registry import get_dataset
+    from prh_bench.results import read_result
+    from prh_bench.runner import RunConfig, run
+
+    folder, _ = tiny_vit_folder
+    config = RunConfig(
+        models=f"hf:{tiny_llama},timm:{folder}",
+        dataset=f"local:{caption_folder}",
+        topk=3,
+        null_permutations=0,
+        replicates=0,
+        cache_dir=str(tmp_path / "pool"),
+        output=str(tmp_path / "results"),
+        executor_options={"workers": 2},  # a process pool: each unit rebuilt from its id
+    )
+    outcome = run(config, progress=False, log=lambda m: None)
+    dataset = get_dataset(f"local:{caption_folder}")
+    for record in read_result(outcome.path).models:
+        here = extract_features(
+            get_model(record.id), dataset, cache_dir=tmp_path / "here", progress=False
+        )
+        there = load_file(record.feature_file)
+        layers = [there[k] for k in sorted(there) if k.startswith("layer.")]
+        assert all(torch.equal(a, b) for a, b in zip(here.layers, layers, strict=True))
