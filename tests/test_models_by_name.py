@@ -432,7 +432,6 @@ def test_site_links_a_hub_model_by_name_to_its_recorded_page():
     assert model_url(local) is None  # a local folder has no page
 
 
-@pytest.mark.slow  # spawns two worker processes (each imports torch and the model libraries)
 def test_spawned_workers_reopen_models_by_name_from_their_ids(
     tiny_llama, tiny_vit_folder, caption_folder, tmp_path
 ):
@@ -451,7 +450,9 @@ def test_spawned_workers_reopen_models_by_name_from_their_ids(
         replicates=0,
         cache_dir=str(tmp_path / "pool"),
         output=str(tmp_path / "results"),
-        executor_options={"workers": 2},  # a process pool: each unit rebuilt from its id
+        # a process pool, as test_executors runs one: each worker rebuilds its unit's model
+        # from the id alone
+        executor_options={"workers": 2},
     )
     outcome = run(config, progress=False, log=lambda m: None)
     dataset = get_dataset(f"local:{caption_folder}")
