@@ -185,20 +185,26 @@ def get_model(model_id: str, **options: Any) -> ModelAdapter:
     return opened[0]
 
 
+def _prefix_handler(spec: str) -> ModelPrefix | None:
+    """The handler registered for ``spec``'s prefix (``hf:`` of ``hf:ORG/NAME``), if any."""
+    prefix, colon, _ = spec.partition(":")
+    reg = get_registry("model")
+    handler = reg.get(f"{prefix}:") if colon and f"{prefix}:" in reg else None
+    return handler if isinstance(handler, ModelPrefix) else None
+
+
 def is_model_by_name(model_id: str) -> bool:
     """Whether ``model_id`` names a model through a prefix handler (``hf:...``)."""
-    prefix, reg = split_model_spec(model_id)[0], get_registry("model")
-    return bool(prefix) and prefix in reg and isinstance(reg.get(prefix), ModelPrefix)
+    return _prefix_handler(model_id) is not None
 
 
 def open_models(spec: str, **options: Any) -> list[ModelAdapter] | None:
     """The models ``prefix:ARGUMENT[?KEY=VALUE&...]`` names, opened by the handler registered
     as ``prefix:``; None when no handler has that prefix."""
-    reg = get_registry("model")
-    prefix, argument, given = split_model_spec(spec)
-    handler = reg.get(prefix) if prefix and prefix in reg else None
-    if not isinstance(handler, ModelPrefix):
+    handler = _prefix_handler(spec)
+    if handler is None:
         return None
+    _, argument, given = split_model_spec(spec)
     if not argument:
         raise InvalidInputError(f"'{spec}' needs an argument: {handler.syntax}")
     twice = sorted(set(given) & set(options))
