@@ -345,11 +345,14 @@ class OpenClipPrefix(ModelPrefix):
                 f"model 'open_clip:{argument}': open_clip has no architecture '{arch}'{hint}; "
                 "open_clip.list_models() lists them"
             )
+        hub = None
         if os.path.isfile(pretrained):
             pretrained = str(Path(pretrained).resolve())
             source = pretrained
         elif pretrained in open_clip.list_pretrained_tags_by_model(arch):
-            source = f"open_clip:{arch}/{pretrained}"
+            hub = open_clip.get_pretrained_cfg(arch, pretrained).get("hf_hub", "").strip("/")
+            hub = hub or None
+            source = f"huggingface:{hub}" if hub else f"open_clip:{arch}/{pretrained}"
         else:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
             raise ModelError(
@@ -360,6 +363,7 @@ class OpenClipPrefix(ModelPrefix):
         for tower in towers:
             spec = model_spec("open_clip:", f"{arch}/{pretrained}/{tower}", options)
             adapter = OpenClipAdapter(arch, pretrained, tower, id=spec, tags=("by-name", "clip"))
+            adapter.hub_repo = hub
             notes = f"the {tower} tower of open_clip {arch}"
             out.append(by_name(adapter, options, source=source, notes=notes))
         return out

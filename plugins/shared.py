@@ -139,9 +139,7 @@ def safetensors_parameters(paths: Iterable[str | os.PathLike[str]]) -> int | Non
                 if size > 100_000_000:  # not a safetensors header: never read a file whole
                     return None
                 header = json.loads(fh.read(size))
-            total += sum(
-                math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__"
-            )
+            total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
         except (OSError, ValueError, KeyError, TypeError):
             return None
         seen = True

@@ -251,6 +251,15 @@ def test_open_clip_checkpoint_names_both_towers(tmp_path):
         get_model("open_clip:ViT-B-33/laion2b_s34b_b79k/image")
 
 
+def test_open_clip_hub_tag_offline_says_which_repository_to_fetch(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    image, text = select_models("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    repo = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    assert image.metadata.source == text.metadata.source == f"huggingface:{repo}"
+    ok, why = text.availability()
+    assert not ok and f"huggingface-cli download {repo}" in why
+
+
 # --------------------------------------------------------------------------- gguf:
 
 
