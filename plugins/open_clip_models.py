@@ -142,6 +142,8 @@ class OpenClipAdapter(ModelAdapter):
         self.tags = tags
         self.metadata.parameters = parameters
         self.metadata.url = "https://github.com/mlfoundations/open_clip"
+        #: the Hugging Face repository of the weights, when known (None: not looked up)
+        self.hub_repo: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -159,8 +161,9 @@ class OpenClipAdapter(ModelAdapter):
         if self.is_local:
             return True, ""
 
-        # open_clip resolves its hub repo only after importing itself; probe the hub alone
-        return weights_availability(self.id, None)
+        # open_clip resolves its hub repo only after importing itself: without a known
+        # repository (set by whoever imported it), probe the hub alone
+        return weights_availability(self.id, self.hub_repo)
 
     def load(self, device: str = "cpu", dtype: Any = None) -> ClipTower:
         import open_clip

@@ -123,6 +123,29 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
     return "sha256-" + digest.hexdigest()[:16]
 
 
+def safetensors_parameters(paths: Iterable[str | os.PathLike[str]]) -> int | None:
+    """How many numbers the safetensors files hold, read from their headers (no weights
+    loaded); None when there is no such file or one cannot be read."""
+    import json
+    import math
+
+    total, seen = 0, False
+    for path in paths:
+        if not str(path).endswith(".safetensors"):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                size = int.from_bytes(fh.read(8), "little")
+                if size > 100_000_000:  # not a safetensors header: never read a file whole
+                    return None
+                header = json.loads(fh.read(size))
+            total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        seen = True
+    return total if seen else None
+
+
 # --------------------------------------------------------------------------- dataset files
 
 

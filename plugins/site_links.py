@@ -29,6 +29,9 @@ def model_url(model: Any) -> str | None:
     tags = set(getattr(model, "tags", ()) or ())
     if {"random-init", "control"} & tags:
         return None  # a control has no published weights
+    recorded = str(getattr(model, "url", None) or "")
+    if recorded.startswith(("https://", "http://")):  # the adapter's own (a model by name's)
+        return recorded
     if model_id in KNOWN:
         return KNOWN[model_id]
     if family.startswith("timm") and _TIMM_ID.match(model_id):

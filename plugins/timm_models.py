@@ -120,9 +120,13 @@ class TimmVisionAdapter(ModelAdapter):
         batch_size: int = 32,
         id: str | None = None,
         citation: str | None = None,
+        hub_repo: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
+        # the hub repository of the weights, when known without importing timm (listing stays
+        # fast); else read from timm's pretrained config
+        self._hub_repo = hub_repo
         self.id = id or name
         self.kind = kind  # "vit" (token blocks) or "cnn" (stages)
         self.family = f"timm-{kind}"
@@ -153,10 +157,13 @@ class TimmVisionAdapter(ModelAdapter):
         if self.checkpoint:
             return file_fingerprint(self.checkpoint)
 
-        hub_id = self._hub_id()
+        hub_id = self.hub_repo()
         return (cached_commit(hub_id) if hub_id else None) or "main"
 
-    def _hub_id(self) -> str | None:
+    def hub_repo(self) -> str | None:
+        """The Hugging Face repository timm downloads the weights from (None: none)."""
+        if self._hub_repo is not None:
+            return self._hub_repo
         try:
             return self._pretrained_cfg().get("hf_hub_id")
         except ModelError:
@@ -167,7 +174,7 @@ class TimmVisionAdapter(ModelAdapter):
             ok = os.path.exists(self.checkpoint)
             return ok, "" if ok else f"checkpoint {self.checkpoint} is missing"
 
-        return weights_availability(self.id, self._hub_id())
+        return weights_availability(self.id, self.hub_repo())
 
     def create(self) -> Any:
         """timm.create_model with pretrained weights (the hub, or the local checkpoint)."""
@@ -187,7 +194,7 @@ class TimmVisionAdapter(ModelAdapter):
             if not isinstance(exc, (OSError, ValueError, RuntimeError, ConnectionError)):
                 raise
 
-            raise hub_error(self.id, self._hub_id() or self.name, exc) from exc
+            raise hub_error(self.id, self.hub_repo() or self.name, exc) from exc
 
     def load(self, device: str = "cpu", dtype: Any = None) -> HookedVisionModel:
         import torch
@@ -247,11 +254,17 @@ def register_models(register: Any) -> None:
                 batch_size=bs,
                 tags=("hub", "vit", "paper"),
                 citation=_PAPER,
+                hub_repo=f"timm/{name}",  # timm's own repository of every listed model
             )
         )
     for name, params, bs in _CNNS:
         register(
             TimmVisionAdapter(
-                name, kind="cnn", parameters=params, batch_size=bs, tags=("hub", "cnn")
+                name,
+                kind="cnn",
+                parameters=params,
+                batch_size=bs,
+                tags=("hub", "cnn"),
+                hub_repo=f"timm/{name}",
             )
         )

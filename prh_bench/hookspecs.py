@@ -27,6 +27,8 @@ def register_models(register: Register) -> None:
     """Register model adapters: call ``register(adapter, aliases=(...))`` once per model.
 
     An adapter is cheap to construct; weights load only in ``adapter.load(device, dtype)``.
+    A ``prh_bench.models.ModelPrefix`` (id ending in ``:``) is a prefix handler:
+    ``get_model("hf:ORG/NAME")`` calls its ``open("ORG/NAME")``.
     """
 
 

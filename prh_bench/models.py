@@ -159,7 +159,60 @@ class ModelAdapter:
         return clone
 
 
+class ModelPrefix:
+    """A prefix handler: models by name, without a plugin per model.
+
+    Registered through ``register_models`` like a model, with an id ending in ``:``.
+    ``get_model("hf:ORG/NAME?pooling=last")`` asks the handler registered as ``"hf:"`` to
+    ``open("ORG/NAME", pooling="last")``. ``open`` returns every model the argument names (an
+    open_clip checkpoint names two towers); each has an id that ``get_model`` opens again to an
+    equal adapter, because workers re-create models from their ids.
+    """
+
+    id: str  # ends in ":"
+    #: how an argument is written, e.g. "hf:ORG/NAME[@REVISION] | hf:PATH"
+    syntax: str = ""
+    summary: str = ""
+
+    def open(self, argument: str, **options: str) -> list[ModelAdapter]:
+        raise NotImplementedError
+
+
+def split_model_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``"hf:ORG/NAME?pooling=last&batch_size=8"`` -> ``("hf:", "ORG/NAME", {...})``.
+
+    The prefix is "" when ``spec`` has no ``:``; options follow the last ``?``.
+    """
+    prefix, sep, rest = spec.partition(":")
+    if not sep:
+        return "", spec, {}
+    argument, question, query = rest.rpartition("?")
+    if not question:
+        return f"{prefix}:", rest, {}
+    options: dict[str, str] = {}
+    for item in query.split("&"):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInputError(
+                f"model '{spec}': options after '?' are KEY=VALUE joined by '&' "
+                f"(e.g. ?pooling=mean&batch_size=8), got {item!r}"
+            )
+        options[key.strip()] = value.strip()
+    return f"{prefix}:", argument, options
+
+
+def model_spec(prefix: str, argument: str, options: dict[str, Any] | None = None) -> str:
+    """The id of a model opened by name: the prefix, the argument, then the options sorted."""
+    shown = {k: "none" if v is None else str(v) for k, v in (options or {}).items()}
+    query = "&".join(f"{k}={shown[k]}" for k in sorted(shown))
+    return f"{prefix}{argument}" + (f"?{query}" if query else "")
+
+
 def validate_model(obj: Any) -> None:
+    if isinstance(obj, ModelPrefix):
+        if not str(getattr(obj, "id", "")).endswith(":"):
+            raise TypeError(f"model prefix handler {obj!r}: its id must end in ':'")
+        return
     if not isinstance(obj, ModelAdapter):
         raise TypeError(f"register_models expects ModelAdapter instances, got {obj!r}")
     if getattr(obj, "modality", None) not in ("vision", "language"):

@@ -15,10 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .datasets import Dataset, validate_dataset
-from .errors import DatasetError, DuplicateIdError, PluginError, PrhBenchError, UnknownIdError
+from .errors import (
+    DatasetError,
+    DuplicateIdError,
+    InvalidInputError,
+    PluginError,
+    PrhBenchError,
+    UnknownIdError,
+)
 from .executors import Executor, validate_executor
 from .metrics import Metric, validate_metric
-from .models import ModelAdapter, validate_model
+from .models import ModelAdapter, ModelPrefix, split_model_spec, validate_model
 from .plugins import PluginInfo, call_hook, describe, generation, get_plugin_manager, plugin_info
 
 if TYPE_CHECKING:
@@ -159,9 +166,51 @@ def get_registry(kind: str) -> Registry:
 # --------------------------------------------------------------------------- lookups
 
 
-def get_model(model_id: str) -> ModelAdapter:
-    """The registered model adapter ``model_id`` (weights not loaded)."""
-    return get_registry("model").get(model_id)
+def get_model(model_id: str, **options: Any) -> ModelAdapter:
+    """The model ``model_id`` (weights not loaded): a registered id or alias, or a model by
+    name such as ``hf:ORG/NAME``; ``options`` (e.g. ``pooling="last"``) as ``with_options``."""
+    reg = get_registry("model")
+    if model_id in reg:
+        model = reg.get(model_id)
+        if isinstance(model, ModelPrefix):
+            raise InvalidInputError(f"'{model_id}' needs an argument: {model.syntax}")
+        return model.with_options(**options) if options else model
+    opened = open_models(model_id, **options)
+    if opened is None:
+        reg.entry(model_id)  # raises the did-you-mean error
+    assert opened is not None
+    if len(opened) != 1:
+        ids = ", ".join(m.id for m in opened)
+        raise InvalidInputError(f"'{model_id}' names {len(opened)} models ({ids}); name one")
+    return opened[0]
+
+
+def _prefix_handler(spec: str) -> ModelPrefix | None:
+    """The handler registered for ``spec``'s prefix (``hf:`` of ``hf:ORG/NAME``), if any."""
+    prefix, colon, _ = spec.partition(":")
+    reg = get_registry("model")
+    handler = reg.get(f"{prefix}:") if colon and f"{prefix}:" in reg else None
+    return handler if isinstance(handler, ModelPrefix) else None
+
+
+def is_model_by_name(model_id: str) -> bool:
+    """Whether ``model_id`` names a model through a prefix handler (``hf:...``)."""
+    return _prefix_handler(model_id) is not None
+
+
+def open_models(spec: str, **options: Any) -> list[ModelAdapter] | None:
+    """The models ``prefix:ARGUMENT[?KEY=VALUE&...]`` names, opened by the handler registered
+    as ``prefix:``; None when no handler has that prefix."""
+    handler = _prefix_handler(spec)
+    if handler is None:
+        return None
+    _, argument, given = split_model_spec(spec)
+    if not argument:
+        raise InvalidInputError(f"'{spec}' needs an argument: {handler.syntax}")
+    twice = sorted(set(given) & set(options))
+    if twice:
+        raise InvalidInputError(f"model '{spec}': option {twice[0]!r} is given twice")
+    return handler.open(argument, **given, **options)
 
 
 def get_dataset(spec: str, **options: Any) -> Dataset:

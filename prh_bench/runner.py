@@ -62,7 +62,8 @@ class SelectionError(PrhBenchError):
 class RunConfig:
     """Everything a run needs; `prh-bench run` flags and run.toml keys have the same names."""
 
-    models: str = "offline"  # all, offline, vision, language, a comma list of ids, or globs
+    # all, offline, vision, language, a comma list of ids, tags, globs or models by name (hf:...)
+    models: str = "offline"
     dataset: str = "openclipart-1024"
     metrics: list[str] = field(default_factory=lambda: ["mutual_knn"])
     topk: int = 10
@@ -158,19 +159,23 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def select_models(spec: str) -> list[ModelAdapter]:
-    """all | offline | vision | language | comma list of ids, aliases, tags or globs."""
-    from .registry import get_registry
+    """all | offline | vision | language | comma list of ids, aliases, tags, globs or models
+    by name (``hf:ORG/NAME``: a part with a known prefix is never a glob or a tag)."""
+    from .registry import get_model, get_registry, open_models
 
     reg = get_registry("model")
-    everything = [e.obj for e in reg]
+    everything = [e.obj for e in reg if isinstance(e.obj, ModelAdapter)]
     chosen: list[ModelAdapter] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        if part == "all":
+        named = None if part in reg else open_models(part)
+        if named is not None:
+            found = named
+        elif part == "all":
             found = everything
         elif part in ("vision", "language"):
             found = [m for m in everything if m.modality == part]
         elif part in reg:
-            found = [reg.get(part)]
+            found = [get_model(part)]
         elif any(ch in part for ch in "*?["):
             found = [m for m in everything if fnmatch.fnmatch(m.id, part)]
             if not found:
@@ -183,7 +188,8 @@ def select_models(spec: str) -> list[ModelAdapter]:
         else:
             reg.entry(part)  # raises the did-you-mean error
             found = []
-        chosen.extend(m for m in found if m not in chosen)
+        # by id: a model by name is opened anew each time it is named
+        chosen.extend(m for m in found if m.id not in {c.id for c in chosen})
     if not chosen:
         raise SelectionError(f"--models '{spec}' selects no model")
     return chosen
@@ -317,6 +323,8 @@ def _available_models(
     config: RunConfig, log: Callable[[str], None]
 ) -> tuple[list[ModelAdapter], list[Failure]]:
     """The selected models that can run here; the others are skipped, or refused if named."""
+    from .registry import is_model_by_name
+
     explicit = set(config.models.split(",")) - set(GROUPS)
     failures: list[Failure] = []
     runnable = []
@@ -325,7 +333,7 @@ def _available_models(
         if ok:
             runnable.append(m)
             continue
-        if m.id in explicit and not config.keep_going:
+        if (m.id in explicit or is_model_by_name(m.id)) and not config.keep_going:
             raise PrhBenchError(f"model '{m.id}' is not available here: {why}")
         log(f"skipped {m.id}: {why}")
         failures.append(Failure(model=m.id, stage="availability", reason=why))

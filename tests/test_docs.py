@@ -64,3 +64,38 @@ def test_readme_commands_exist():
 def test_ci_runs_the_readme_test_command():
     command = re.search(r"(python -m pytest[^`\n]*)", README).group(1).strip()
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_main_command_installs_every_model_of_the_default_run(monkeypatch):
+    """Each install hint of a default-run model is in the README's one line (and in CI)."""
+    from prh_bench.registry import get_registry
+    from prh_bench.runner import RunConfig, select_models
+    from prh_bench_plugins import offline_models
+
+    line = re.search(r"^(pip install -e '\.\[offline\]'.*prh-bench run)$", README, re.M).group(1)
+    monkeypatch.setattr(offline_models, "_missing", lambda modules: list(modules))
+    get_registry("model")  # built before the patch matters: availability() reads it live
+    hints = {m.availability()[1] for m in select_models(RunConfig().models)}
+    assert hints and all("pip install" in hint for hint in hints)
+    for hint in hints:
+        command = hint.split("pip install ", 1)[1]
+        extra = re.fullmatch(r"'prh-bench\[(\w+)\]'", command)
+        wanted = f"'.[{extra.group(1)}]'" if extra else f"pip install {command}"
+        assert wanted in line, f"README's install line lacks {wanted} ({hint})"
+        ci = [x.split() for x in (ROOT / ".ci" / "run").read_text().splitlines()]
+        words = [extra.group(1)] if extra else command.split()
+        assert any(x[:2] == ["pip", "install"] and all(w in " ".join(x) for w in words) for x in ci)
+
+
+def test_every_model_prefix_is_in_run_help_and_models_md(run_cli):
+    from prh_bench.models import ModelPrefix
+    from prh_bench.registry import get_registry
+
+    help_lines = run_cli("run", "--help").output.splitlines()
+    models_md = (ROOT / "docs" / "models.md").read_text()
+    prefixes = [e.obj for e in get_registry("model") if isinstance(e.obj, ModelPrefix)]
+    assert {p.id for p in prefixes} >= {"hf:", "timm:", "open_clip:", "gguf:"}
+    for prefix in prefixes:  # one line of --help each, with its whole syntax
+        assert any(line.strip().startswith(prefix.syntax) for line in help_lines), prefix.syntax
+        for form in prefix.syntax.split(" | "):
+            assert f"`{form}`" in models_md, f"docs/models.md does not show {form}"

@@ -13,22 +13,14 @@ import math
 import pytest
 import torch
 from test_features import CAPTIONS, TinyDataset
-from test_models_hf import make_tokenizer
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    BloomConfig,
-    BloomForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prh_bench import InvalidInputError, ModelError
 from prh_bench.extract import extract_features
 from prh_bench.store import feature_key
 from prh_bench_plugins.hf_language import HFLanguageAdapter
+
+from conftest import tiny_causal
 
 N = 12
 
@@ -42,29 +34,6 @@ class VariedCaptions(TinyDataset):
         super().__init__(n=n)
         words = " ".join(CAPTIONS).split()
         self._texts = [" ".join(words[i : i + 1 + (5 * i) % 11]) for i in range(n)]
-
-
-def tiny_causal(folder, family: str) -> None:
-    """A seeded 2-layer, 32-wide causal LM of ``family`` with a word-level tokenizer."""
-    tok = make_tokenizer(folder, bos="<s>" if family == "llama" else None)
-    size = dict(vocab_size=len(tok), bos_token_id=2, eos_token_id=3)
-    torch.manual_seed(0)
-    if family == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **size))
-    elif family == "llama":
-        config = LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            **size,
-        )
-        model = LlamaForCausalLM(config)
-    else:
-        model = BloomForCausalLM(BloomConfig(hidden_size=32, n_layer=2, n_head=2, **size))
-    model.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "bloom"])

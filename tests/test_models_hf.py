@@ -7,54 +7,13 @@ import math
 import pytest
 import torch
 from test_features import CAPTIONS, TinyDataset
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import (
-    BertConfig,
-    BertModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from transformers import BertConfig, BertModel
 
 from prh_bench import ModelError, Sample
 from prh_bench.extract import extract_features
 from prh_bench_plugins.hf_language import HFLanguageAdapter
 
-
-def make_tokenizer(folder, bos: str | None) -> PreTrainedTokenizerFast:
-    words = sorted({w for c in CAPTIONS for w in c.split()})
-    vocab = {t: i for i, t in enumerate(["[UNK]", "[PAD]", "<s>", "</s>", "[CLS]", *words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if bos:  # a LLaMA-like tokenizer starts every text with <s>
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", 2)]
-        )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", bos_token=bos, eos_token="</s>"
-    )
-    fast.save_pretrained(folder)
-    return fast
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = make_tokenizer(folder, bos="<s>")
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+from conftest import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -127,16 +127,22 @@ def plugins(as_json: bool) -> None:
 @click.option("--tag", "tags", multiple=True, help="Only models with this tag (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(modality: str | None, tags: tuple[str, ...], as_json: bool) -> None:
-    """List the registered models (weights are not loaded)."""
+    """List the registered models and whether each is available here (weights are not
+    loaded), then the prefixes that open any model by name (hf:, timm:, ...)."""
+    from ..models import ModelPrefix
     from ..registry import get_registry
 
-    rows = []
+    rows, prefixes = [], []
     for entry in get_registry("model"):
         m = entry.obj
+        if isinstance(m, ModelPrefix):
+            prefixes.append({"syntax": m.syntax, "summary": m.summary, "plugin": entry.plugin.name})
+            continue
         if modality and m.modality != modality:
             continue
         if tags and not set(tags) <= set(m.tags):
             continue
+        ok, why = m.availability()
         rows.append(
             {
                 "id": m.id,
@@ -144,14 +150,23 @@ def models(modality: str | None, tags: tuple[str, ...], as_json: bool) -> None:
                 "family": m.family,
                 "tags": list(m.tags),
                 "parameters": m.metadata.parameters,
+                "available": "yes" if ok else f"no: {why}",
                 "plugin": entry.plugin.name,
             }
         )
     if as_json:
         _echo_json(rows)
         return
-    shown = [{**r, "tags": ",".join(r["tags"])} for r in rows]
+    # the table keeps each reason's first clause; --json has the whole (what to install/fetch)
+    shown = [
+        {**r, "tags": ",".join(r["tags"]), "available": r["available"].split("; ")[0]} for r in rows
+    ]
     click.echo(_table(shown, "No models match."))
+    if any(r["available"] != "yes" for r in rows):
+        click.echo("\n'prh-bench models --json' says how to get each model that is not available.")
+    if prefixes and not (modality or tags):
+        click.echo("\nAny other model by name (see docs/models.md):\n")
+        click.echo(_table(prefixes, ""))
 
 
 @cli.group(cls=PrhBenchGroup, invoke_without_command=True)
@@ -327,8 +342,8 @@ def cache_rm(ctx: click.Context, model: str | None, dataset: str | None, everyth
 @cli.command()
 @click.option(
     "--models",
-    help="all, offline, vision, language, a comma list of ids/tags, or a "
-    "glob such as 'vit_*'. [default: offline]",
+    help="all, offline, vision, language, a comma list of ids/tags, a glob such as 'vit_*', "
+    "or any model by name (hf:, timm:, open_clip:, gguf:; see below). [default: offline]",
 )
 @click.option("--dataset", help="Dataset id, local:PATH or a folder. [default: openclipart-1024]")
 @click.option(
@@ -422,6 +437,14 @@ def run(
     """Extract features, score every model pair with every metric, and write a result file.
 
     With no options: the offline suite on openclipart-1024 with mutual_knn (topk 10).
+
+    \b
+    Any model by name in --models (options after '?', joined by '&'; docs/models.md):
+      hf:ORG/NAME[@REVISION] | hf:PATH                     a transformers language model
+      timm:NAME | timm:FOLDER | timm:NAME?checkpoint=FILE  a timm vision model
+      open_clip:ARCH/PRETRAINED[/image|/text]              CLIP towers (tag or file)
+      gguf:FILE                                            a causal LM in a GGUF file
+      e.g. --models 'hf:./my-llama?pooling=last&batch_size=8,timm:vit_base_patch16_224'
     """
     from ..registry import get_registry
     from ..runner import RunConfig, load_config_file, summary_rows
