@@ -47,6 +47,7 @@ class HookedVisionModel(LoadedModel):
         self.device, self.dtype = device, dtype
         self.forward = forward or model.forward_features
         self.final = final  # when set, the forward's own output is one more (last) layer
+        self.modules = modules  # (name, module) whose outputs are the layers, in order
         self.layer_names = [name for name, _ in modules] + ([final] if final else [])
         self.num_layers = len(self.layer_names)
         self._outputs: list[Any] = []
