@@ -424,7 +424,7 @@ def run(
     With no options: the offline suite on openclipart-1024 with mutual_knn (topk 10).
     """
     from ..registry import get_registry
-    from ..runner import RunConfig, load_config_file, summary_rows
+    from ..runner import RunConfig, load_config_file, summary_rows, timing_rows
     from ..runner import run as run_job
 
     settings: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -457,6 +457,8 @@ def run(
     for f in result.failures:
         if f.stage != "availability":
             click.echo(f"failed: {f.model}: {f.reason}", err=True)
+    click.echo("\ntime breakdown\n")
+    click.echo(_table(timing_rows(result.timings), ""))
     click.echo(f"\nwrote {outcome.path}")
     if outcome.failed:
         sys.exit(3)
