@@ -115,14 +115,17 @@ def bits_per_byte(
 
     Position t predicts token t+1 and counts when token t is real (the reference's
     ``attention_mask[:, :-1]``), so with left padding every real token after the first is
-    scored.
+    scored. Only those positions go through the softmax: with global padding most positions
+    are padding, and a row's log-softmax is the same alone as in the full tensor, so the
+    result equals the reference's masked sum bit for bit at a fraction of the work.
     """
     import torch
 
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    target = input_ids[:, 1:].to(logp.device)
-    nats = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    nats = nats * mask[:, :-1].to(nats.device, nats.dtype)
+    scored = mask[:, :-1].to(logits.device).bool()
+    rows = logits[:, :-1][scored].float()  # [positions scored, vocabulary]
+    target = input_ids[:, 1:].to(logits.device)[scored]
+    nats = torch.zeros(scored.shape, dtype=torch.float32, device=logits.device)
+    nats[scored] = -torch.log_softmax(rows, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
     bits = nats.sum(1) * math.log2(math.e)
     return bits.cpu() / num_bytes.to(torch.float32).clamp_min(1.0)
 

@@ -69,6 +69,8 @@ class EfficientNetLiteAdapter(ModelAdapter):
     family = "efficientnet-lite"
     poolings = ("mean",)
     pooling = "mean"
+    # 2: channels_last memory format (features move by float32 rounding; kNN graphs equal)
+    adapter_version = "2"
 
     _SIZES = {0: 224, 1: 240, 2: 260}
     _PARAMS = {0: 4_652_008, 1: 5_416_680, 2: 6_092_072}
@@ -156,6 +158,7 @@ class EfficientNetLiteAdapter(ModelAdapter):
             dtype=dtype,
             forward=_LiteTrunk(net),
             final="head",  # the activated 1x1 head convolution, the trunk's own output
+            channels_last=True,  # NHWC: ~1.4x faster on CPU (benchmarks/extraction_overhead.py)
         )
 
 

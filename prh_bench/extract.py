@@ -177,8 +177,9 @@ def _compute(
     chunks, start = load_chunks(partial, key.digest)
     t0 = time.perf_counter()
     layer_names: list[str] = []
+    load_seconds = 0.0
     if start < n:
-        layer_names = _encode_rest(
+        layer_names, load_seconds = _encode_rest(
             adapter,
             ds,
             key,
@@ -198,7 +199,7 @@ def _compute(
         raise ModelError(
             f"model '{adapter.id}' returned {layers[0].shape[0]} feature rows for {n} samples"
         )
-    meta = _header(adapter, key, layers, stats, layer_names, device, start, t0)
+    meta = _header(adapter, key, layers, stats, layer_names, device, start, (t0, load_seconds))
     save_tensors(tensors, meta, path)
     shutil.rmtree(partial, ignore_errors=True)
     return FeatureSet(layers, stats, meta, path, from_cache=False)
@@ -216,13 +217,16 @@ def _encode_rest(
     num_workers: int | None,
     progress: bool,
     checkpoint_seconds: float,
-) -> list[str]:
-    """Encode samples ``start:`` into ``chunks``, checkpointing as it goes; the layer names."""
+) -> tuple[list[str], float]:
+    """Encode samples ``start:`` into ``chunks``, checkpointing as it goes; the layer names
+    and the seconds loading the model took."""
     import torch
     from tqdm.auto import tqdm
 
     n = len(ds)
+    t0 = time.perf_counter()
     loaded = adapter.load(device, getattr(torch, key.dtype))
+    load_seconds = time.perf_counter() - t0
     layer_names = list(getattr(loaded, "layer_names", []) or [])
     pending: list[dict[str, torch.Tensor]] = []
     pending_start, cursor = start, start
@@ -249,7 +253,7 @@ def _encode_rest(
         bar.close()
         loaded.close()
     chunks.extend(pending)
-    return layer_names
+    return layer_names, load_seconds
 
 
 def _loader(
@@ -295,9 +299,14 @@ def _header(
     layer_names: list[str],
     device: str,
     resumed_from: int,
-    t0: float,
+    times: tuple[float, float],
 ) -> dict[str, Any]:
-    """The JSON header of a finished feature file: its key, shapes, timing and provenance."""
+    """The JSON header of a finished feature file: its key, shapes, timing and provenance.
+
+    ``times``: when this process started computing (perf_counter) and how long loading the
+    model took; ``seconds`` is this process's whole part, ``load_seconds`` the loading in it.
+    """
+    t0, load_seconds = times
     from .provenance import environment, prh_bench_version
 
     return {
@@ -313,6 +322,7 @@ def _header(
         "stats": {k: float(v.mean()) for k, v in stats.items()},
         "parameters": adapter.metadata.parameters,
         "seconds": round(time.perf_counter() - t0, 3),
+        "load_seconds": round(load_seconds, 3),
         "resumed_from": resumed_from,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": {"prh_bench": prh_bench_version(), **environment(device)},

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -256,18 +257,40 @@ def run(
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     progress: bool = True,
 ) -> RunOutcome:
-    """Plan, extract, score and write one result file. Raises PrhBenchError on user errors."""
+    """Plan, extract, score and write one result file. Raises PrhBenchError on user errors.
+
+    The result's ``timings`` says where the wall time went (``stage_timings``).
+    """
     from .scoring import score_pairs
     from .stats import add_statistics
 
+    started = time.perf_counter()
     plan = plan_run(config, log)
+    timings = {"plan": time.perf_counter() - started}
     feats, units = extract_all(plan, log, progress)
     if config.shard is not None:  # alignment waits for every shard: a run without --shard
         return RunOutcome(None, None, units=units, failures=plan.failures)
+    timings.update(extraction_timings(feats))
     models = [m for m in plan.models if m.id in feats]
-    scores = score_pairs(plan, model_pairs(models, config.pairs), feats, log)
+    scores = score_pairs(plan, model_pairs(models, config.pairs), feats, log, timings)
+    with_stats = time.perf_counter()
     result = add_statistics(record_result(plan, models, feats, scores))
+    timings["intervals"] = timings.get("intervals", 0.0) + time.perf_counter() - with_stats
+    timings["total"] = time.perf_counter() - started
+    result.timings = {stage: round(seconds, 3) for stage, seconds in timings.items()}
     return RunOutcome(result, write_result(result, config.output))
+
+
+def extraction_timings(feats: dict[str, FeatureSet]) -> dict[str, float]:
+    """``load:<model>`` and ``extract:<model>`` seconds of each feature set this run made, as its
+    file's header records them (wherever a worker ran it); 0 for one read from the cache."""
+    out: dict[str, float] = {}
+    for model_id, fs in feats.items():
+        fresh = not fs.from_cache
+        load = float(fs.meta.get("load_seconds", 0.0)) if fresh else 0.0
+        out[f"load:{model_id}"] = load
+        out[f"extract:{model_id}"] = float(fs.meta.get("seconds", 0.0)) - load if fresh else 0.0
+    return out
 
 
 # --------------------------------------------------------------------------- plan
@@ -526,6 +549,30 @@ def summary_rows(result: RunResult, metric: str | None = None) -> list[dict[str,
                 "p": None if s.null is None else format_p(s.null.p_value, s.null.permutations),
             }
         )
+    return rows
+
+
+def timing_rows(timings: dict[str, float]) -> list[dict[str, Any]]:
+    """The run's time breakdown as table rows: each model's loading and extraction on one row
+    ("cached" when its features came from the cache), then scoring, null, intervals, total."""
+    total = timings.get("total") or sum(timings.values()) or 1.0
+    rows: list[dict[str, Any]] = []
+    for stage, seconds in timings.items():
+        kind, _, model = stage.partition(":")
+        if kind == "load":
+            continue  # shown on its model's extract row
+        row: dict[str, Any] = {"stage": stage, "load s": "", "seconds": round(seconds, 1)}
+        if kind == "extract":
+            load = timings.get(f"load:{model}", 0.0)
+            row["stage"] = f"extract {model}"
+            if seconds == 0 and load == 0:
+                row["seconds"] = "cached"
+            else:
+                row["load s"], row["seconds"] = round(load, 1), round(load + seconds, 1)
+        seconds_shown = row["seconds"]
+        share = seconds_shown / total if isinstance(seconds_shown, float) else 0.0
+        row["share"] = "" if stage == "total" else f"{100 * share:.0f}%"
+        rows.append(row)
     return rows
 
 

@@ -4,11 +4,13 @@
 pairs and their feature sets. Each model's layers are clamped and normalised once, prepared
 once per metric, and every pair reuses those states; the precision profile picks the outlier
 quantile and the Gram's precision; each new score gets its shuffled-pairs null and, from the
-run's shared half-samples, its interval and layer-honest score (``stats``).
+run's shared half-samples, its interval and layer-honest score (``stats``). The wall seconds
+of the three go into ``timings`` as ``scoring``, ``null`` and ``intervals``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,13 +27,19 @@ def score_pairs(
     pairs: list[tuple[ModelAdapter, ModelAdapter]],
     feats: dict[str, FeatureSet],
     log: Callable[[str], None],
+    timings: dict[str, float] | None = None,
 ) -> list[ScoreRecord]:
     """Every metric x pair, from the score cache or swept (with its null) and cached.
 
     Each model's layers are preprocessed once, and prepared once per metric, lazily: a run
     whose scores are all cached prepares nothing. The precision profile picks the outlier
-    quantile and the Gram's precision (``score_settings``).
+    quantile and the Gram's precision (``score_settings``). ``timings`` gets the seconds of
+    the sweeps (with the preprocessing and the cache), the nulls and the intervals.
     """
+    timings = {} if timings is None else timings
+    for stage in ("scoring", "null", "intervals"):
+        timings.setdefault(stage, 0.0)
+    started, before = time.perf_counter(), timings["null"] + timings["intervals"]
     from .align import prepare_states, preprocess
     from .store import ScoreCache
 
@@ -51,7 +59,8 @@ def score_pairs(
             )
         return states[(model_id, metric_name)]
 
-    replicated = _replicate_states(config, n)
+    with _timed(timings, "intervals"):
+        replicated = _replicate_states(config, n)
     cache = ScoreCache.at(config.cache_dir)
     scores: list[ScoreRecord] = []
     for metric_name, metric in plan.metrics.items():
@@ -74,12 +83,33 @@ def score_pairs(
                 with _gram_precision(settings["gram"]):
                     sa, sb = prepared(a.id, metric_name), prepared(b.id, metric_name)
                     record = _score_pair(
-                        config, settings, metric_name, metric, (a, b), (sa, sb), layers[b.id]
+                        config,
+                        settings,
+                        metric_name,
+                        metric,
+                        (a, b),
+                        (sa, sb),
+                        layers[b.id],
+                        timings,
                     )
-                    _add_uncertainty(record, replicated, metric, (a.id, b.id), layers)
+                    with _timed(timings, "intervals"):
+                        _add_uncertainty(record, replicated, metric, (a.id, b.id), layers)
                 cache.put(parts, record.model_dump_json())
             scores.append(record)
+    # the sweeps' share is whatever the null and the intervals did not take
+    others = timings["null"] + timings["intervals"] - before
+    timings["scoring"] += time.perf_counter() - started - others
     return scores
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall seconds to ``timings[stage]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def score_settings(precision: str, device: str) -> dict[str, Any]:
@@ -129,6 +159,7 @@ def _score_pair(
     pair: tuple[ModelAdapter, ModelAdapter],
     states: tuple[list[Any], list[Any]],
     layers_b: Any,
+    timings: dict[str, float],
 ) -> ScoreRecord:
     """The layer sweep of one pair, its best score and, if asked, its permutation null."""
     import numpy as np
@@ -140,9 +171,10 @@ def _score_pair(
     matrix, best, best_index = sweep(metric, sa, sb)
     null = None
     if config.null_permutations:
-        nl = permutation_null(
-            metric, sa, sb, best, config.null_permutations, config.seed, layers_b=layers_b
-        )
+        with _timed(timings, "null"):
+            nl = permutation_null(
+                metric, sa, sb, best, config.null_permutations, config.seed, layers_b=layers_b
+            )
         null = NullRecord(
             permutations=nl.permutations,
             mean=nl.mean,

