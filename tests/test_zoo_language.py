@@ -211,6 +211,8 @@ def test_qwen_coder_models_are_the_zoo_not_the_default_suite():
         assert "instruction-tuned" in meta.notes and "code" in meta.notes
         assert "arXiv:2409.12186" in meta.citation and meta.url.startswith("https://")
         assert model.weights_revision().endswith(f"=={model.parts.version}")
+        # per-batch padding (rotary positions; the probe checks it), so batch@8 is in the key
+        assert "pad=left-batch@8;" in model.preprocessing()
 
 
 def test_pyproject_zoo_extra_pins_exactly_the_part_packages():
