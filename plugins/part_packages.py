@@ -97,7 +97,7 @@ class SplitFile:
 
     def _part(self, dist: str) -> Part:
         meta = importlib.metadata.distribution(dist)
-        data = [f for f in meta.files or [] if "/data/" in f"/{f}" and ".dist-info" not in str(f)]
+        data = [f for f in meta.files or [] if f.parent.name == "data"]
         if len(data) != 1:
             raise ModelError(
                 f"model '{self.model_id}': part package {dist} ships {len(data)} data files, "
