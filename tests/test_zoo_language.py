@@ -158,7 +158,7 @@ def fake_adapter() -> PartPackageGGUFAdapter:
 
 
 def test_a_bad_part_stops_the_conversion_and_leaves_no_folder(parts, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo_language, "_missing", lambda modules: [])  # gguf is not reached
+    monkeypatch.setattr(zoo_language, "CONVERTERS", ())  # gguf is not reached
     part_file(parts, 5).write_bytes(b"")
     adapter = fake_adapter()
     assert adapter.availability() == (True, "")
@@ -168,6 +168,11 @@ def test_a_bad_part_stops_the_conversion_and_leaves_no_folder(parts, tmp_path, m
     # neither the converted folder nor a scratch copy of the parts is left behind
     weights = tmp_path / "cache" / "weights" / "fake-coder"
     assert [p.name for p in weights.iterdir()] == [f"{VERSION}.lock"]
+
+
+def test_without_the_gguf_reader_the_extra_is_named(parts, monkeypatch):
+    monkeypatch.setattr(zoo_language, "CONVERTERS", ("gguf", "prh_no_such_module"))
+    assert fake_adapter().availability() == (False, "not installed: pip install 'prh-bench[zoo]'")
 
 
 def test_gguf_path_assembles_into_the_scratch_folder(parts, tmp_path):
