@@ -221,19 +221,20 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         url: str,
         batch_size: int,
         quantisation: str,
+        tags: tuple[str, ...] = ("offline", "causal-lm", "gguf"),
     ) -> None:
         super().__init__(
             id,
             causal=True,
             parameters=parameters,
             batch_size=batch_size,
-            tags=("offline", "causal-lm", "gguf"),
+            tags=tags,
             url=url,
         )
         self.dist, self.modules = dist, modules
         self.source = ""
         self.metadata.source = f"pypi:{dist}"
-        self.metadata.quantisation = f"GGUF {quantisation}, dequantised to float32"
+        self.metadata.quantisation = f"{quantisation}, dequantised to float32"
 
     @property
     def is_local(self) -> bool:
@@ -307,7 +308,7 @@ class Gemma3Adapter(GGUFCausalAdapter):
             parameters=268_098_176,
             url="https://huggingface.co/google/gemma-3-270m",  # the official model card
             batch_size=16,
-            quantisation="Q4_K_M",
+            quantisation="GGUF Q4_K_M",
         )
         self.metadata.citation = "Gemma Team 2025, Gemma 3 technical report (arXiv:2503.19786)"
         # the GGUF file is a third party's quantisation, not Google's
@@ -331,7 +332,7 @@ class SmolLM2Adapter(GGUFCausalAdapter):
             parameters=134_515_008,
             url="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
             batch_size=32,
-            quantisation="Q4_1",
+            quantisation="GGUF Q4_1",
         )
         self.metadata.citation = "Allal et al. 2025, SmolLM2 (arXiv:2502.02737)"
         self.metadata.notes = "instruction-tuned"
