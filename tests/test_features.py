@@ -317,7 +317,8 @@ class FakeGGUF(GGUFCausalAdapter):
     '''A GGUF adapter whose file and dequantisation are tiny; the conversion path is real.'''
 
     def __init__(self):
-        super().__init__("fake-gguf", dist="fake-gguf", modules=(), parameters=1, url="", batch_size=1)
+        super().__init__("fake-gguf", dist="fake-gguf", modules=(), parameters=1, url="", batch_size=1,
+            quantisation="GGUF F32")
 
     def availability(self):
         return True, ""
