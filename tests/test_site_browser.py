@@ -272,32 +272,55 @@ def test_figures_are_svg_drawn_with_titles(watched, base_url):
     assert watched.problems == []
 
 
-def _column(page, table: str, index: int) -> list[str]:
+def _column(page, table: str, header: str) -> list[str]:
+    """The texts of the column headed ``header`` (found by its text, so new columns do not
+    shift it), each without its interval."""
+    index = _header(page, table, header)
     return page.eval_on_selector_all(
-        f"#{table} tbody tr", f"rows => rows.map(r => r.cells[{index}].textContent.trim())"
+        f"#{table} tbody tr",
+        """(rows, i) => rows.map(r => {
+             const cell = r.cells[i].cloneNode(true);
+             cell.querySelectorAll(".ci").forEach(ci => ci.remove());
+             return cell.textContent.trim();
+           })""",
+        index,
     )
+
+
+def _header(page, table: str, header: str) -> int:
+    texts = page.eval_on_selector_all(
+        f"#{table} thead th", "hs => hs.map(h => h.textContent.trim())"
+    )
+    assert header in texts, f"no column {header!r} in #{table}: {texts}"
+    return texts.index(header)
 
 
 def test_clicking_a_header_sorts_the_table(watched, base_url, screenshots):
     watched.goto(base_url + "index.html")
     page = watched.page
-    scores = [float(x) for x in _column(page, "language-table", 4)]
-    assert scores == sorted(scores, reverse=True)  # server-rendered: best first
-    header = page.locator("#language-table thead th").nth(4)
+    score = "Score [95% interval]"
+    scores = [float(x) for x in _column(page, "language-table", score)]
+    assert len(scores) == 4 and scores == sorted(
+        scores, reverse=True
+    )  # server-rendered: best first
+    header = page.locator("#language-table thead th").nth(_header(page, "language-table", score))
     header.locator("button").click()  # a sorted numeric column flips
     assert header.get_attribute("aria-sort") == "ascending"
-    assert [float(x) for x in _column(page, "language-table", 4)] == sorted(scores)
+    assert [float(x) for x in _column(page, "language-table", score)] == sorted(scores)
     header.locator("button").click()
     assert header.get_attribute("aria-sort") == "descending"
-    assert [float(x) for x in _column(page, "language-table", 4)] == sorted(scores, reverse=True)
+    assert [float(x) for x in _column(page, "language-table", score)] == sorted(
+        scores, reverse=True
+    )
     # a text column: A to Z on the first click
-    name = page.locator("#vision-table thead th").nth(1)
+    name = page.locator("#vision-table thead th").nth(_header(page, "vision-table", "Model"))
     name.locator("button").click()
-    models = _column(page, "vision-table", 1)
+    models = _column(page, "vision-table", "Model")
     assert models == sorted(models, key=str.lower) and name.get_attribute("aria-sort")
     # bpb: a numeric column, high to low on the first click
-    page.locator("#language-table thead th").nth(9).locator("button").click()
-    bpb = [float(x) for x in _column(page, "language-table", 9)]
+    bpb_header = _header(page, "language-table", "bpb")
+    page.locator("#language-table thead th").nth(bpb_header).locator("button").click()
+    bpb = [float(x) for x in _column(page, "language-table", "bpb")]
     assert bpb == sorted(bpb, reverse=True)
     page.screenshot(path=str(screenshots / "site-index-sorted-by-bpb.png"), full_page=True)
     assert watched.problems == []
@@ -338,7 +361,7 @@ def test_tables_read_without_javascript(browser, base_url, screenshots):
         assert page.locator("#language-table tbody tr").count() == 4
         assert page.locator("#vision-table tbody tr").count() == 3
         assert page.locator("th button.sort").count() == 0  # sorting is the script's addition
-        assert _column(page, "language-table", 1)[0] == "bigscience/bloomz-7b1"
+        assert _column(page, "language-table", "Model")[0] == "bigscience/bloomz-7b1"
         page.locator("nav.switch a", has_text="cka").click()
         page.wait_for_url("**/board-wit_1024-n64-cka.html")  # switching needs no script
         plain.goto(base_url + f"matrix-{SLUG}.html")
@@ -635,7 +658,8 @@ def test_phone_hides_secondary_columns_and_keeps_the_heatmap(browser, large, wid
         headers = page.eval_on_selector_all(
             "#language-table thead th", "hs => hs.filter(h => h.offsetWidth).map(h => h.innerText)"
         )
-        assert {"Model", "Score"} <= {h.strip("\xa0▲▼ ") for h in headers}
+        essential = {"#", "Model", "Score [95% interval]", "Honest"}
+        assert essential <= {h.strip("\xa0▲▼ ") for h in headers}
         if width == 390:  # the table fits the phone: nothing of it is scrolled out of sight
             assert page.evaluate(
                 "() => { const s = document.querySelector('#language-table').parentElement;"
@@ -646,7 +670,7 @@ def test_phone_hides_secondary_columns_and_keeps_the_heatmap(browser, large, wid
         lines = name.evaluate("a => a.getClientRects().length")
         assert 1 <= lines <= 3 and name.evaluate("a => a.offsetWidth") > 90
         page.goto(base + "matrix-wit_1024-n1024-mutual_knn.html")
-        heatmap = page.locator("figure img")
+        heatmap = page.locator("figure img[src*='figures/heatmap-']")
         assert heatmap.evaluate("e => e.complete && e.clientWidth") >= min(width - 40, 500)
     finally:
         context.close()

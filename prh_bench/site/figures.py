@@ -3,7 +3,11 @@
 Every figure is drawn :data:`FIGURE_WIDTH` inches wide with :data:`FONT_SIZE` point text, so
 that shown 366 px wide (a 390 px phone, less the page margins) its smallest text is still
 10 px: 11 pt * 366 / (5.2 in * 72 pt/in) = 10.8 px, a little less where tick labels widen the
-saved figure (10.2 px measured for a 15 x 12 heatmap). Alt texts that state what each figure
+saved figure (10.2 px measured for a 15 x 12 heatmap). The scale figure sits inside the
+reading panel, 31 px narrower (its border and padding), so it is drawn :data:`PANEL_FIGURE_WIDTH`
+wide: 11 pt * 335 / (4.8 in * 72 + 8) = 10.4 px. Nothing may stick out of a figure's frame
+(saving widens the figure to take it in): long axis labels take two lines, legends one column.
+Alt texts that state what each figure
 shows (:func:`heatmap_alt`, :func:`scatter_alt`) live here too, beside the drawing they describe.
 """
 
@@ -19,6 +23,7 @@ from .model import Board, Correlation
 
 FIGURE_WIDTH = 5.2  # inches
 FONT_SIZE = 11  # points
+PANEL_FIGURE_WIDTH = 4.8  # inches, for a figure in the reading panel
 
 # The one colour scale of the matrix page, light (low) to dark (high): the heatmap's cells and
 # the number table's (site.css .h0-.h9, the same hex values) take bin i's colour.
@@ -439,7 +444,8 @@ def draw_headline(headline: Headline) -> bytes:
     ax.set_xlabel("bits per byte (lower: the better language model)")
     ax.set_ylabel(_label(f"alignment to {board.reference.id}", 34))
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    # one column: two columns of long entries are wider than the figure (text shrinks on phones)
+    fig.legend(loc="outside lower center", ncols=1, frameon=False)
     labels = short_names([p.model for p in pts])
     best_first = sorted(range(len(pts)), key=lambda i: (-y[i], pts[i].model))
     place_labels(ax, x, y, labels, best_first)
@@ -458,7 +464,7 @@ def draw_scale(board: Board) -> bytes:
     x = np.ldexp(np.array([r.value for r in rows], float), -e)
     y = np.arange(len(rows))[::-1].astype(float)  # the best at the top
     height = max(2.4, 0.3 * len(rows) + 1.8)
-    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, height), layout="constrained")
+    fig, ax = plt.subplots(figsize=(PANEL_FIGURE_WIDTH, height), layout="constrained")
     _unscaled_ticks(ax.xaxis, e)
     _reference_lines(ax, board, e, vertical=True)
     _error_bars(ax, x, y, [r.interval for r in rows], e, vertical=False)
@@ -467,7 +473,9 @@ def draw_scale(board: Board) -> bytes:
     if min(values) >= 0:
         ax.set_xlim(left=0)
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel(_label(f"{board.metric.key} alignment (0 = nothing in common)", 44))
+    # two short lines: one long line centred under the axes (pushed right by the names) would
+    # widen the saved figure and so shrink its text on a phone
+    ax.set_xlabel(_label(f"{board.metric.key} alignment", 30) + "\n(0 = nothing in common)")
     fig.legend(loc="outside lower center", ncols=1, frameon=False)
     ax.grid(alpha=0.3, axis="x")
     return _svg(fig)
