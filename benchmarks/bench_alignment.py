@@ -7,6 +7,9 @@
 2. The outlier clamp of the same 33-layer model: prh-bench's selection-based threshold against
    torch.quantile as the reference calls it. The thresholds must be equal.
 3. One kNN graph at N = 65,536, D = 1,024: time and peak memory (run in a fresh process).
+4. The shuffled-pairs null of one pair, 31 x 22 layers, N = 1024, mutual_knn k = 10, 100
+   permutations: mutual_knn's shared-neighbour table against the binary search it replaced.
+   The null values must be equal.
 
     python benchmarks/bench_alignment.py            # everything, on CPU (several minutes)
     python benchmarks/bench_alignment.py --quick    # smaller shapes, for a smoke run
@@ -91,6 +94,50 @@ def bench_sweep(a: torch.Tensor, b: torch.Tensor, k: int, device: str) -> dict:
     }
 
 
+def searchsorted_compare_all(states_a: list, states_b: list, k: int):
+    """mutual_knn's sweep before the shared-neighbour table: a binary search per neighbour."""
+    import numpy as np
+
+    sorted_b = torch.stack(states_b).sort(dim=2).values
+    out = np.empty((len(states_a), len(states_b)))
+    for i, knn_a in enumerate(states_a):
+        queries = knn_a.expand_as(sorted_b).contiguous()
+        where = torch.searchsorted(sorted_b, queries).clamp_(max=k - 1)
+        shared = (sorted_b.gather(2, where) == queries).sum(dim=2)
+        out[i] = (shared.float() / k).mean(dim=1).double().cpu().numpy()
+    return out
+
+
+def bench_null(a: torch.Tensor, b: torch.Tensor, k: int, permutations: int, device: str) -> dict:
+    from prh_bench import get_metric
+    from prh_bench.align import permutation_null, prepare_states
+
+    metric = get_metric("mutual_knn", topk=k)
+    states_a = prepare_states(metric, list(a.unbind(1)))
+    states_b = prepare_states(metric, list(b.unbind(1)))
+    observed = float(metric.compare_all(states_a, states_b).max())
+    before = get_metric("mutual_knn", topk=k)
+    before.compare_all = lambda sa, sb: searchsorted_compare_all(sa, sb, k)
+    times, nulls = {}, {}
+    for label, m in (("searchsorted", before), ("table", metric)):
+        permutation_null(m, states_a[:2], states_b[:2], observed, permutations=1)  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        nulls[label] = permutation_null(m, states_a, states_b, observed, permutations)
+        sync(device)
+        times[label] = time.perf_counter() - t0
+    return {
+        "layers": f"{a.shape[1]} x {b.shape[1]}",
+        "n": a.shape[0],
+        "permutations": permutations,
+        "searchsorted_s": round(times["searchsorted"], 3),
+        "table_s": round(times["table"], 3),
+        "speedup": round(times["searchsorted"] / times["table"], 1),
+        "nulls_identical": nulls["searchsorted"].values == nulls["table"].values,
+        "p_value": nulls["table"].p_value,
+    }
+
+
 def bench_clamp(a: torch.Tensor, q: float, device: str) -> dict:
     from prh_bench.align import quantile_threshold
 
@@ -151,7 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes for a smoke run")
-    parser.add_argument("--skip", action="append", default=[], choices=["sweep", "clamp", "knn"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["sweep", "clamp", "knn", "null"]
+    )
+    parser.add_argument("--permutations", type=int, default=100, help="for the null (default 100)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -167,6 +217,10 @@ def main() -> None:
         print("sweep :", json.dumps(bench_sweep(a, b, 10, args.device)), flush=True)
     if "knn" not in args.skip:
         print("knn   :", json.dumps(bench_knn(big_n, 1024, 10, args.device)), flush=True)
+    if "null" not in args.skip:
+        a_null, b_null = a[:, : min(la, 31)], b[:, : min(lb, 22)]
+        null = bench_null(a_null, b_null, 10, args.permutations, args.device)
+        print("null  :", json.dumps(null), flush=True)
 
 
 if __name__ == "__main__":

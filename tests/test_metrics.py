@@ -215,3 +215,43 @@ def test_overflowing_inner_products_are_the_same_typed_error_for_every_metric(na
         metric.score(huge, torch.randn(10, 5))
     with pytest.raises(InvalidInputError, match=r"overflow"):
         metric.score(torch.randn(10, 5), huge)
+
+
+def searchsorted_mutual_knn_all(states_a, states_b, k):
+    """mutual_knn's layer sweep as it was before the shared-neighbour table (a binary search
+    of each neighbour in B's sorted lists): the new path must give the same bits."""
+    sorted_b = torch.stack(states_b).sort(dim=2).values
+    out = np.empty((len(states_a), len(states_b)))
+    for i, knn_a in enumerate(states_a):
+        queries = knn_a.expand_as(sorted_b).contiguous()
+        where = torch.searchsorted(sorted_b, queries).clamp_(max=k - 1)
+        shared = (sorted_b.gather(2, where) == queries).sum(dim=2)
+        out[i] = (shared.float() / k).mean(dim=1).double().numpy()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("la", "lb", "n", "k", "budget"),
+    [(1, 1, 12, 1, 16 * 2**20), (3, 4, 97, 5, 16 * 2**20), (5, 2, 200, 10, 9000), (2, 6, 61, 7, 1)],
+)
+def test_shared_neighbour_table_equals_the_searchsorted_path_bit_for_bit(la, lb, n, k, budget):
+    from prh_bench_plugins.knn_metrics import shared_neighbours
+
+    g = torch.Generator().manual_seed(la * 100 + n)
+
+    def random_knn():  # k distinct neighbours per row, self excluded
+        ranks = torch.rand(n, n, generator=g).fill_diagonal_(2.0)
+        return ranks.argsort(dim=1)[:, :k]
+
+    # some layers equal or nearly equal to another, so counts span 0..k, not just ~chance
+    states_a = [random_knn() for _ in range(la)]
+    states_b = [states_a[0] if j == 0 else random_knn() for j in range(lb)]
+    metric = get_metric("mutual_knn", topk=k)
+    expected = searchsorted_mutual_knn_all(states_a, states_b, k)
+    assert np.array_equal(metric.compare_all(states_a, states_b), expected)
+    # small budgets force chunks that do not divide N, down to one sample per chunk
+    shared = shared_neighbours(torch.stack(states_a, 1), torch.stack(states_b, 1), budget)
+    per_sample = shared / k
+    chunked = np.stack([per_sample[i].mean(dim=1).double().numpy() for i in range(la)])
+    assert np.array_equal(chunked, expected)
+    assert torch.equal(shared[0, 0], torch.full((n,), float(k)))  # A_0 is B_0: all shared
