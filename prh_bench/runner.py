@@ -271,6 +271,7 @@ def run(
     if config.shard is not None:  # alignment waits for every shard: a run without --shard
         return RunOutcome(None, None, units=units, failures=plan.failures)
     timings.update(extraction_timings(feats))
+    warn_unscored_captions(feats, log)
     models = [m for m in plan.models if m.id in feats]
     scores = score_pairs(plan, model_pairs(models, config.pairs), feats, log, timings)
     with_stats = time.perf_counter()
@@ -279,6 +280,20 @@ def run(
     timings["total"] = time.perf_counter() - started
     result.timings = {stage: round(seconds, 3) for stage, seconds in timings.items()}
     return RunOutcome(result, write_result(result, config.output))
+
+
+def warn_unscored_captions(feats: dict[str, FeatureSet], log: Callable[[str], None]) -> None:
+    """Say where bits-per-byte holds captions of which no token was predicted: a caption of one
+    token, from a tokenizer that adds no start token, scores 0 bits (the reference's formula),
+    which pulls the model's mean down; bpb then compares across tokenizers only with care."""
+    for model_id, fs in feats.items():
+        bpb = fs.stats.get("bits_per_byte")
+        if bpb is not None and int((bpb == 0).sum()):
+            log(
+                f"note: {model_id}: {int((bpb == 0).sum())} of {bpb.numel()} captions have no "
+                "predicted token (one token and no start token) and count as 0 bits per byte, "
+                "as in the reference; its mean bpb is lower than the captions' true cost"
+            )
 
 
 def extraction_timings(feats: dict[str, FeatureSet]) -> dict[str, float]:

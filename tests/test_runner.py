@@ -391,3 +391,20 @@ def test_reference_profile_sweeps_with_tf32_on_cuda(tiny, monkeypatch):
     seen.clear()
     run(config(tiny, precision="exact", device="cuda"), progress=False, log=lambda m: None)
     assert seen and all(s == (False, "cpu") for s in seen)
+
+
+def test_bpb_of_captions_without_a_predicted_token_is_said():
+    import types
+
+    import torch
+
+    from prh_bench.runner import warn_unscored_captions
+
+    said = []
+    feats = {
+        "lm": types.SimpleNamespace(stats={"bits_per_byte": torch.tensor([1.5, 0.0, 2.0, 0.0])}),
+        "scored": types.SimpleNamespace(stats={"bits_per_byte": torch.tensor([1.0, 2.0])}),
+        "vision": types.SimpleNamespace(stats={}),
+    }
+    warn_unscored_captions(feats, said.append)
+    assert len(said) == 1 and said[0].startswith("note: lm: 2 of 4 captions have no predicted")
