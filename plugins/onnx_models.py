@@ -26,8 +26,6 @@ onnx, onnxruntime and the packages are imported inside functions: listing models
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from prh_bench import LoadedModel, ModelAdapter, ModelError, hookimpl
 from prh_bench.images import require_rgb
+
+from .shared import missing_modules, pinned_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,13 +45,6 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "not installed: pip install 'prh-bench[zoo]'"
 RUNTIME = ("onnx", "onnxruntime")
-
-
-def _dist_version(dist: str) -> str:
-    try:
-        return f"{dist}=={importlib.metadata.version(dist)}"
-    except importlib.metadata.PackageNotFoundError:
-        return f"{dist}==missing"
 
 
 # --------------------------------------------------------------------------- running a graph
@@ -235,7 +228,7 @@ class OnnxVisionAdapter(ModelAdapter):
         if self.graph_file and not self.graph_file.is_file():
             return False, f"graph file {self.graph_file} is missing"
         needed = RUNTIME + (() if self.graph_file else (self.module,))
-        missing = [m for m in needed if importlib.util.find_spec(m) is None]
+        missing = missing_modules(needed)
         return (False, INSTALL_HINT) if missing else (True, "")
 
     def weights_revision(self) -> str:
@@ -245,7 +238,7 @@ class OnnxVisionAdapter(ModelAdapter):
 
             version = file_fingerprint(self.graph_file) if self.graph_file.is_file() else "missing"
         else:
-            version = _dist_version(self.dist)
+            version = pinned_version(self.dist)
         return f"random-init:seed={self.seed};{version}" if self.random_init else version
 
     def package_graph(self) -> Path:

