@@ -400,7 +400,7 @@ class GGUFFileAdapter(GGUFCausalAdapter):
             parameters=0,
             url="",
             batch_size=32,
-            quantisation=quantisation,
+            quantisation=f"GGUF {quantisation}",
         )
         self.path = path
         self.metadata.parameters = parameters  # None when the header cannot be read
