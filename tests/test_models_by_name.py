@@ -417,7 +417,7 @@ def test_run_models_by_name_through_the_cli(
 def test_models_command_says_what_is_available_and_lists_the_prefixes(run_cli, monkeypatch):
     from prh_bench_plugins import offline_models
 
-    monkeypatch.setattr(offline_models, "_missing", lambda modules: list(modules))
+    monkeypatch.setattr(offline_models, "missing_modules", lambda modules: list(modules))
     out = run_cli("models", "--json")
     rows = {r["id"]: r for r in json.loads(out.output)}
     assert (
