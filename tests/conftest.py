@@ -100,6 +100,27 @@ def tiny_llama(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny seeded BERT encoder folder (config.json, safetensors, tokenizer)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = make_tokenizer(folder, bos=None)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

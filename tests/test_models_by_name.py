@@ -22,8 +22,6 @@ from prh_bench_plugins.models_by_name import is_causal
 from prh_bench_plugins.open_clip_models import OpenClipAdapter
 from prh_bench_plugins.timm_models import TimmVisionAdapter
 
-from conftest import make_tokenizer
-
 VIT = "test_vit.r160_in1k"  # timm's own tiny test models (hub tags, ~0.3M parameters)
 CNN = "test_convnext.r160_in1k"
 
@@ -86,21 +84,8 @@ def test_hf_options_follow_a_question_mark_and_the_id_sorts_them(tiny_llama):
     assert get_model(f"hf:{tiny_llama}?max_length=none").max_length is None
 
 
-def test_hf_encoder_by_its_config(tmp_path):
-    tok = make_tokenizer(tmp_path, bos=None)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        pad_token_id=1,
-    )
-    from transformers import BertModel
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(tmp_path)
-    model = get_model(f"hf:{tmp_path}?pooling=cls")
+def test_hf_encoder_by_its_config(tiny_bert):
+    model = get_model(f"hf:{tiny_bert}?pooling=cls")
     assert (model.family, model.pooling, model.padding) == ("transformers-encoder", "cls", "batch")
     loaded = model.load("cpu")
     with torch.inference_mode():

@@ -7,30 +7,10 @@ import math
 import pytest
 import torch
 from test_features import CAPTIONS, TinyDataset
-from transformers import BertConfig, BertModel
 
 from prh_bench import ModelError, Sample
 from prh_bench.extract import extract_features
 from prh_bench_plugins.hf_language import HFLanguageAdapter
-
-from conftest import make_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tok = make_tokenizer(folder, bos=None)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        pad_token_id=1,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 def reference_bits_per_byte(model, tok, texts):
