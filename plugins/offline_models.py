@@ -21,8 +21,11 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from prh_bench import ModelError, hookimpl
 from prh_bench.models import ModelAdapter
@@ -275,8 +278,9 @@ class GGUFCausalAdapter(HFLanguageAdapter):
         from safetensors.torch import save_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with gguf_parsed_once():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         config = model.config
         if hasattr(config, "quantization_config"):  # weights are plain floats from now on
             del config.quantization_config
@@ -287,6 +291,30 @@ class GGUFCausalAdapter(HFLanguageAdapter):
 
     def load(self, device: str = "cpu", dtype: Any = None) -> HFLoaded:
         return super().load(device, dtype)
+
+
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Within the block, each GGUF file's header is parsed once however often it is opened.
+
+    transformers opens the file anew for the tokenizer, the config and the weights, and gguf
+    parses the whole header each time: Gemma's 262,144-token vocabulary, element by element,
+    is most of its first load. The reader is read-only (a memory map), so sharing it changes
+    nothing that is read (the converted files are byte-identical; tests/test_features.py).
+    """
+    import gguf
+
+    opened: dict[tuple[str, str], Any] = {}
+    original = gguf.GGUFReader
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (os.fspath(path), mode)
+        if key not in opened:
+            opened[key] = original(path, mode)
+        return opened[key]
+
+    with mock.patch.object(gguf, "GGUFReader", reader):
+        yield
 
 
 class Gemma3Adapter(GGUFCausalAdapter):

@@ -329,6 +329,32 @@ def test_gguf_file_is_dequantised_once_and_extracts_like_transformers_reads_it(t
     assert converted.stat().st_mtime_ns == before
 
 
+def test_gguf_conversion_parses_the_header_once_and_writes_the_same_files(tmp_path, monkeypatch):
+    import contextlib
+
+    import gguf
+
+    from prh_bench_plugins import offline_models
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path)
+    adapter = get_model(f"gguf:{path}")
+    parses = []
+    original = gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda *a, **k: parses.append(a) or original(*a, **k))
+    shared, apart = tmp_path / "shared", tmp_path / "apart"
+    shared.mkdir(), apart.mkdir()
+    adapter.dequantise(path, shared)
+    assert len(parses) == 1
+    # transformers on its own opens the file for the tokenizer, the config and the weights
+    monkeypatch.setattr(offline_models, "gguf_parsed_once", contextlib.nullcontext)
+    adapter.dequantise(path, apart)
+    assert len(parses) >= 3
+    files = sorted(f.name for f in shared.iterdir())
+    assert "model.safetensors" in files and files == sorted(f.name for f in apart.iterdir())
+    assert all((shared / f).read_bytes() == (apart / f).read_bytes() for f in files)
+
+
 def test_gguf_missing_file_is_one_line(tmp_path):
     with pytest.raises(ModelError, match=r"there is no file .*nothing.gguf; gguf:FILE names"):
         get_model(f"gguf:{tmp_path}/nothing.gguf")
