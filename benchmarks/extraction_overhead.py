@@ -68,16 +68,29 @@ def floor_inputs(loaded: Any, dataset: Any, n: int, batch_size: int, language: b
     return batches
 
 
+def hooked_modules(loaded: Any) -> list[Any]:
+    """The modules whose forward hooks belong to ``loaded`` (its layers), in model order.
+
+    Found on the network itself rather than through the adapter's attributes, so the floor is
+    the same code against any version of the harness (the before/after comparison)."""
+    return [
+        module
+        for module in loaded.model.modules()
+        if any(getattr(hook, "__self__", None) is loaded for hook in module._forward_hooks.values())
+    ]
+
+
 def vision_floor(loaded: Any, batches: list) -> Callable[[], None]:
     """A hand-written loop over ``loaded``'s network (the floor's own copy): channels_last,
     hooks that pool each layer as it is made, nothing else."""
     import torch
 
     loaded.model.to(memory_format=torch.channels_last)
-    for h in loaded._handles:  # this copy pools in the floor's hooks only
-        h.remove()
     pooled: list[torch.Tensor] = []
-    for _, module in loaded.modules:
+    for module in hooked_modules(loaded):
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__self__", None) is loaded:  # this copy pools in the floor only
+                del module._forward_hooks[key]
         module.register_forward_hook(lambda _m, _a, out: pooled.append(out.mean((2, 3))))
 
     def run() -> None:
