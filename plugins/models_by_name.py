@@ -152,6 +152,23 @@ def hub_folder(repo: str, revision: str | None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+class UnreachableHubModel(HFLanguageAdapter):
+    """A hub model by name that is neither cached nor downloadable here: whether it is a
+    causal LM or an encoder is in the config.json it cannot read, so it stays unavailable
+    (a run skips it with the reason, as it skips a registered hub model that is not cached)."""
+
+    def __init__(self, spec: str, source: str, revision: str | None, why: str) -> None:
+        super().__init__(spec, source=source, revision=revision, tags=("by-name",))
+        self.metadata.source = f"huggingface:{source}"
+        self.why = why
+
+    def availability(self) -> tuple[bool, str]:
+        return False, self.why
+
+    def load(self, device: str = "cpu", dtype: Any = None) -> Any:
+        raise ModelError(f"model '{self.id}': {self.why}")
+
+
 class HFPrefix(ModelPrefix):
     id = "hf:"
     syntax = "hf:ORG/NAME[@REVISION] | hf:PATH"
@@ -172,6 +189,10 @@ class HFPrefix(ModelPrefix):
                 )
             folder = None
         spec = model_spec("hf:", source + (f"@{revision}" if revision else ""), options)
+        if folder is None:
+            ok, why = weights_availability(spec, source, revision)
+            if not ok:  # as timm: and open_clip: names: listed, then skipped saying why
+                return [UnreachableHubModel(spec, source, revision, why)]
         config = read_config(spec, source, revision)
         if getattr(config, "is_encoder_decoder", False):
             raise ModelError(

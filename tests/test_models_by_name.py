@@ -112,7 +112,6 @@ def test_causal_or_encoder_from_the_config_alone(config, causal):
     [
         ("hf:{empty}", ModelError, r"not a transformers model folder \(no config.json\).*save_pretrained"),
         ("hf:./no/such/model", ModelError, "there is no folder ./no/such/model"),
-        ("hf:no-org/not-cached", ModelError, r"HF_HUB_OFFLINE.*huggingface-cli download no-org/not-cached"),
         ("hf:{llama}?pooling=max", InvalidInputError, "pooling 'max' is not supported; choose one of mean, last"),
         ("hf:{llama}?batch_size=many", InvalidInputError, "batch_size must be an integer"),
         ("hf:{llama}?pooling", InvalidInputError, r"options after '\?' are KEY=VALUE"),
@@ -125,6 +124,19 @@ def test_bad_names_are_one_line(spec, error, match, tiny_llama, tmp_path, monkey
     with pytest.raises(error, match=match) as caught:
         get_model(spec.format(empty=tmp_path, llama=tiny_llama))
     assert "\n" not in str(caught.value)
+
+
+def test_hf_hub_name_offline_is_unavailable_saying_what_to_fetch(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = get_model("hf:no-org/not-cached@v2?batch_size=4")
+    assert model.id == "hf:no-org/not-cached@v2?batch_size=4" and model.modality == "language"
+    assert model.metadata.source == "huggingface:no-org/not-cached"
+    ok, why = model.availability()
+    assert (
+        not ok and "HF_HUB_OFFLINE" in why and "huggingface-cli download no-org/not-cached" in why
+    )
+    with pytest.raises(ModelError, match=r"HF_HUB_OFFLINE.*download no-org/not-cached"):
+        extract_features(model, TinyDataset(n=2), progress=False)
 
 
 # --------------------------------------------------------------------------- timm:
@@ -390,12 +402,14 @@ def caption_folder(tmp_path):
 
 
 def test_run_models_by_name_through_the_cli(
-    run_cli, tiny_llama, tiny_vit_folder, caption_folder, tmp_path
+    run_cli, tiny_llama, tiny_vit_folder, caption_folder, tmp_path, monkeypatch
 ):
     folder, _ = tiny_vit_folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the uncached hub name is skipped, the run goes on
     out = run_cli(
         "run",
-        "--models", f"hf:{tiny_llama},timm:{folder}",
+        "--models", f"hf:{tiny_llama},hf:no-org/not-cached,timm:{folder}",
+        "--keep-going",
         "--dataset", f"local:{caption_folder}",
         "--topk", "3",
         "--null-permutations", "0",
@@ -404,8 +418,11 @@ def test_run_models_by_name_through_the_cli(
         "--output", str(tmp_path / "results"),
     )  # fmt: skip
     assert out.exit_code == 0, out.output
+    assert "skipped hf:no-org/not-cached: not in the local Hugging Face cache" in out.output
     [path] = (tmp_path / "results").rglob("*.json")
     result = json.loads(path.read_text())
+    [failure] = result["failures"]
+    assert (failure["model"], failure["stage"]) == ("hf:no-org/not-cached", "availability")
     records = {m["id"]: m for m in result["models"]}
     hf, vit = records[f"hf:{tiny_llama.resolve()}"], records[f"timm:{folder.resolve()}"]
     assert hf["source"] == str(tiny_llama.resolve()) and hf["revision"].startswith("local-")
