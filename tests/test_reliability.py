@@ -216,6 +216,9 @@ def test_ctrl_c_says_interrupted_exits_130_and_the_rerun_resumes(env, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job (nohup ... &) ignores SIGINT, and Python keeps an ignored
+        # SIGINT ignored: give the victim the default, as a terminal's Ctrl-C finds it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert wait_for(lambda: sum(checkpointed_rows(cache).values()) >= 4)
