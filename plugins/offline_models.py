@@ -62,7 +62,8 @@ class EfficientNetLiteAdapter(ModelAdapter):
     family = "efficientnet-lite"
     poolings = ("mean",)
     pooling = "mean"
-    # 2: channels_last memory format (features move by float32 rounding; kNN graphs equal)
+    # 2: channels_last memory format (features move by float32 rounding, which changes a few
+    # rows' 10-NN sets at N = 1,024; see docs/models.md)
     adapter_version = "2"
 
     _SIZES = {0: 224, 1: 240, 2: 260}
