@@ -4,8 +4,8 @@
     python benchmarks/extraction_overhead.py --models efficientnet_lite0 --samples 256
 
 For every model (``--models``: a run's selection, default ``offline``, the default suite) it
-loads the weights twice, once for each side, outside the timings, and then times, alternating
-``--repeats`` times so that a busy machine slows both alike:
+loads the weights twice, once for each side, outside the timings, and then times ``--repeats``
+rounds of both sides, one right after the other, the order swapped every round:
 
 * the floor: the best bare loop written by hand for the model, on inputs made before the
   clock starts (decoded, preprocessed and collated images; captions tokenised and padded to
@@ -18,11 +18,14 @@ loads the weights twice, once for each side, outside the timings, and then times
   decoding in DataLoader workers, NaN/inf checks, checkpoints, the safetensors file), on the
   same first ``--samples`` samples.
 
-It prints, for each side, the best wall time and the best CPU time (this process's and its
-DataLoader workers'), and the ratios harness / floor; the ratio is what the bar (at most 1.2)
-is about. On a machine shared with other jobs the CPU ratio is the steadier of the two (wall
-time there counts the other jobs' turns); absolute times are upper bounds. The floor does
-not compute the causal LMs' bits-per-byte statistic, which the harness does.
+Each round gives a ratio harness / floor of wall time and of CPU time (this process's and its
+DataLoader workers'); it prints, for each side, the median seconds, and the median of the
+rounds' ratios with their range. A ratio is taken within a round because this VM's speed
+drifts by a third over minutes (the same floor took 20 s and 33 s): the two sides of one round
+see the same machine, the best of each side over many rounds need not. The ratio is what the
+bar (at most 1.2) is about; on a machine shared with other jobs the CPU ratio is the steadier
+(wall time there counts the other jobs' turns), and absolute times are upper bounds. The floor
+does not compute the causal LMs' bits-per-byte statistic, which the harness does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from statistics import median
 from typing import Any
 
 BAR = 1.2  # the harness may take at most this multiple of the floor (issue 18)
@@ -161,8 +165,8 @@ class _Preloaded:
         return _NoClose()
 
 
-def bench(model_id: str, dataset: Any, samples: int, repeats: int) -> dict[str, float]:
-    """Best wall and CPU seconds of the floor and the harness over ``repeats`` alternations."""
+def bench(model_id: str, dataset: Any, samples: int, repeats: int) -> dict[str, list[float]]:
+    """Per round: the wall and CPU seconds of the floor and the harness, run back to back."""
     import torch
 
     from prh_bench import get_model
@@ -177,15 +181,20 @@ def bench(model_id: str, dataset: Any, samples: int, repeats: int) -> dict[str, 
         "floor": (language_floor if language else vision_floor)(floor_model, batches),
         "harness": harness(adapter, dataset, n, harness_model),
     }
-    runs: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
-    for _ in range(repeats):
-        for side, work in sides.items():
-            runs[side].append(timed(work))
-    best: dict[str, float] = {}
-    for side, times in runs.items():
-        best[f"{side} wall"] = min(wall for wall, _ in times)
-        best[f"{side} cpu"] = min(cpu for _, cpu in times)
-    return best
+    runs: dict[str, list[float]] = {
+        f"{side} {clock}": [] for side in sides for clock in ("wall", "cpu")
+    }
+    for round_ in range(repeats):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))  # drift hits both
+        for side in order:
+            wall, cpu = timed(sides[side])
+            runs[f"{side} wall"].append(wall)
+            runs[f"{side} cpu"].append(cpu)
+    for clock in ("wall", "cpu"):
+        runs[f"ratio {clock}"] = [
+            h / f for h, f in zip(runs[f"harness {clock}"], runs[f"floor {clock}"], strict=True)
+        ]
+    return runs
 
 
 def main() -> None:
@@ -198,35 +207,44 @@ def main() -> None:
     ap.add_argument("--models", default="offline", help="a run's --models (default: offline)")
     ap.add_argument("--dataset", default="openclipart-1024")
     ap.add_argument("--samples", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (default: 3)")
     args = ap.parse_args()
 
     dataset = get_dataset(args.dataset)
     models = [m for m in select_models(args.models) if m.availability()[0]]
     n = min(args.samples, len(dataset))
     print(
-        f"{n} samples of {dataset.id}, best of {args.repeats}, torch threads "
-        f"{torch.get_num_threads()}"
+        f"{n} samples of {dataset.id}, {args.repeats} rounds, torch threads "
+        f"{torch.get_num_threads()}; seconds are medians, a ratio is the median of the rounds' "
+        "(their range in brackets)"
     )
-    header = f"{'model':<26}{'batch':>6}{'floor s':>9}{'harness s':>10}{'ratio':>7}"
-    print(header + f"{'floor cpu':>11}{'harness cpu':>12}{'ratio':>7}")
+    header = f"{'model':<26}{'batch':>6}{'floor s':>9}{'harness s':>10}{'ratio':>18}"
+    print(header + f"{'floor cpu':>11}{'harness cpu':>12}{'ratio':>18}")
     ratios: dict[str, tuple[float, float]] = {}
     for m in models:
         t = bench(m.id, dataset, n, args.repeats)
-        wall, cpu = t["harness wall"] / t["floor wall"], t["harness cpu"] / t["floor cpu"]
-        ratios[m.id] = wall, cpu
+        mid = {name: median(values) for name, values in t.items()}
+        ratios[m.id] = mid["ratio wall"], mid["ratio cpu"]
         print(
-            f"{m.id:<26}{m.batch_size:>6}{t['floor wall']:>9.2f}{t['harness wall']:>10.2f}"
-            f"{wall:>7.2f}{t['floor cpu']:>11.2f}{t['harness cpu']:>12.2f}{cpu:>7.2f}",
+            f"{m.id:<26}{m.batch_size:>6}{mid['floor wall']:>9.2f}{mid['harness wall']:>10.2f}"
+            f"{spread(t['ratio wall']):>18}{mid['floor cpu']:>11.2f}{mid['harness cpu']:>12.2f}"
+            f"{spread(t['ratio cpu']):>18}",
             flush=True,
         )
     if ratios:
         worst_wall = max(ratios, key=lambda k: ratios[k][0])
         worst_cpu = max(ratios, key=lambda k: ratios[k][1])
         print(
-            f"worst ratio: wall {ratios[worst_wall][0]:.2f} ({worst_wall}), "
+            f"worst median ratio: wall {ratios[worst_wall][0]:.2f} ({worst_wall}), "
             f"cpu {ratios[worst_cpu][1]:.2f} ({worst_cpu}); the bar is {BAR}"
         )
+
+
+def spread(ratios: list[float]) -> str:
+    """The median ratio and, over several rounds, its range: ``1.07 [1.02-1.15]``."""
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 if __name__ == "__main__":
