@@ -181,20 +181,28 @@ def bench(model_id: str, dataset: Any, samples: int, repeats: int) -> dict[str, 
         "floor": (language_floor if language else vision_floor)(floor_model, batches),
         "harness": harness(adapter, dataset, n, harness_model),
     }
-    runs: dict[str, list[float]] = {
-        f"{side} {clock}": [] for side in sides for clock in ("wall", "cpu")
-    }
-    for round_ in range(repeats):
-        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))  # drift hits both
-        for side in order:
-            wall, cpu = timed(sides[side])
-            runs[f"{side} wall"].append(wall)
-            runs[f"{side} cpu"].append(cpu)
-    for clock in ("wall", "cpu"):
-        runs[f"ratio {clock}"] = [
-            h / f for h, f in zip(runs[f"harness {clock}"], runs[f"floor {clock}"], strict=True)
-        ]
+    times = in_rounds(sides, repeats)
+    runs: dict[str, list[float]] = {}
+    for i, clock in enumerate(("wall", "cpu")):
+        for side, pairs in times.items():
+            runs[f"{side} {clock}"] = [t[i] for t in pairs]
+        runs[f"ratio {clock}"] = ratios_to(times["floor"], times["harness"], i)
     return runs
+
+
+def in_rounds(work: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple]]:
+    """(wall, CPU) seconds of each of ``work`` per round: all of them back to back, the order
+    swapped every round, so that the machine's drift hits every part alike."""
+    times: dict[str, list[tuple]] = {name: [] for name in work}
+    for round_ in range(repeats):
+        for name in list(work) if round_ % 2 == 0 else list(reversed(work)):
+            times[name].append(timed(work[name]))
+    return times
+
+
+def ratios_to(floor: list[tuple], other: list[tuple], clock: int) -> list[float]:
+    """Per round, ``other``'s seconds over the floor's (``clock`` 0: wall, 1: CPU)."""
+    return [o[clock] / f[clock] for o, f in zip(other, floor, strict=True)]
 
 
 def main() -> None:

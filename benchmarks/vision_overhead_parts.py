@@ -26,25 +26,18 @@ from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from extraction_overhead import floor_inputs, harness, timed, vision_floor  # noqa: E402
-
-
-class _FirstN:
-    """The first ``n`` samples of ``dataset``."""
-
-    def __init__(self, dataset: Any, n: int) -> None:
-        self.dataset, self.n = dataset, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[i]
+from extraction_overhead import (  # noqa: E402
+    floor_inputs,
+    harness,
+    in_rounds,
+    ratios_to,
+    vision_floor,
+)
 
 
 def main() -> None:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     from prh_bench import get_dataset, get_model
 
@@ -65,7 +58,7 @@ def main() -> None:
     model = adapter.load("cpu", torch.float32)
     nhwc = floor_inputs(floor_model, dataset, n, adapter.batch_size, language=False)
     nchw = [b.contiguous() for b in nhwc]
-    first_n = _FirstN(dataset, n)
+    first_n = Subset(dataset, range(n))
 
     def loader() -> Any:
         return DataLoader(
@@ -92,17 +85,13 @@ def main() -> None:
         "loader alone": lambda: drain(loader()),
         "extract_features": harness(adapter, dataset, n, model),
     }
-    times: dict[str, list[tuple[float, float]]] = {part: [] for part in parts}
-    for round_ in range(args.repeats):
-        for part in list(parts) if round_ % 2 == 0 else list(reversed(parts)):
-            times[part].append(timed(parts[part]))
+    times = in_rounds(parts, args.repeats)
 
     print(f"{args.model}, {n} samples of {dataset.id}, {args.repeats} rounds, medians")
     print(f"{'part':<24}{'wall s':>8}{'ratio':>7}{'cpu s':>9}{'ratio':>7}")
     floor = times["floor"]
     for part, runs in times.items():
-        wall = median(w / f for (w, _), (f, _) in zip(runs, floor, strict=True))
-        cpu = median(c / f for (_, c), (_, f) in zip(runs, floor, strict=True))
+        wall, cpu = median(ratios_to(floor, runs, 0)), median(ratios_to(floor, runs, 1))
         print(
             f"{part:<24}{median(w for w, _ in runs):>8.2f}{wall:>7.2f}"
             f"{median(c for _, c in runs):>9.2f}{cpu:>7.2f}"
