@@ -69,7 +69,7 @@ class HookedVisionModel(LoadedModel):
         self._outputs.append(self.pool(output))
 
     def collator(self) -> ImageCollator:
-        return ImageCollator(self.transform)
+        return ImageCollator(self.transform, self.memory_format)
 
     def encode(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, Any]]:
         self._outputs = []

@@ -510,6 +510,41 @@ def test_collators_refuse_an_image_that_is_not_rgb():
         collate([Sample("grey-7", Image.new("L", (4, 4)), ("x",))])
 
 
+def test_collators_tabled_tail_equals_the_transform_bit_for_bit():
+    """The batched ToTensor + Normalize (a table of 0..255) gives the per-sample floats."""
+    import numpy as np
+    import open_clip
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    from torchvision import transforms as T
+
+    from prh_bench_plugins.shared import ImageCollator, split_tensor_tail
+
+    rng = np.random.default_rng(0)
+    sizes = [(23, 17), (40, 40), (17, 31), (64, 20)]
+    samples = [
+        Sample(str(i), Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), ("x",))
+        for i, (w, h) in enumerate(sizes)
+    ]
+    odd = T.Normalize([0.123, 0.77, 0.5], [0.31, 0.049, 1.7])
+    plain = T.Compose([T.Resize(19), T.CenterCrop(19), T.ToTensor(), odd])
+    net = timm.create_model("resnet18", pretrained=False)
+    timm_eval = create_transform(**resolve_data_config(net.pretrained_cfg, model=net))
+    clip_eval = open_clip.image_transform(33, is_train=False)
+    for transform in (plain, timm_eval, clip_eval):
+        assert split_tensor_tail(transform) is not None  # the tabled path, not the fallback
+        want = torch.stack([transform(s.image) for s in samples])
+        for memory_format in (None, torch.channels_last):
+            got = ImageCollator(transform, memory_format)(samples)
+            assert torch.equal(got, want) and got.dtype == want.dtype
+            assert got.is_contiguous(memory_format=memory_format or torch.contiguous_format)
+    # a transform with another ending runs whole, per sample
+    unnormalised = T.Compose([T.Resize(19), T.CenterCrop(19), T.ToTensor()])
+    assert split_tensor_tail(unnormalised) is None
+    got = ImageCollator(unnormalised)(samples)
+    assert torch.equal(got, torch.stack([unnormalised(s.image) for s in samples]))
+
+
 def test_every_dataset_decodes_through_the_one_guard(tmp_path):
     thin = saved(Image.new("L", (60000, 1)), tmp_path / "thin.png").read_bytes()
     folder = make_folder(tmp_path, [{"file": "t.png", "caption": "thin"}], {"t.png": thin})
